@@ -1,0 +1,281 @@
+"""The command line: options → config → library call → exit code. The only module that knows
+typer and tqdm; it catches only BatchrunError (and click's usage errors) and prints one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import orjson
+import typer
+from tqdm import tqdm
+
+from batchrun import __version__
+from batchrun.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_TIMEOUT_S,
+    load_config,
+)
+from batchrun.errors import BatchrunError, ConfigError
+from batchrun.events import Event, Finished, Notice, Planned, Retrying
+from batchrun.runner import Runner, RunResult
+from batchrun.status import job_summary
+
+try:  # typer >= 0.20 vendors click; older releases use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # never print locals: they can hold the API key
+    rich_markup_mode=None,
+    help="Run large prompt sets against OpenAI-compatible chat APIs: rate-limited, resumable, exactly once.",
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parse_params(values: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-p needs key=value, got {value!r}")
+        try:
+            params[key] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            params[key] = text
+    return params
+
+
+class _Display:
+    """Turns runner events into a tqdm bar (on a terminal) or a log line every few seconds."""
+
+    def __init__(self, *, progress: bool) -> None:
+        self._progress = progress and sys.stderr.isatty()
+        self._quiet = not progress
+        self._bar: tqdm | None = None
+        self._runner: Runner | None = None
+        self._failures = 0
+        self._retries = 0
+        self._last_note = 0.0
+        self._done = 0
+        self._total = 0
+
+    def attach(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Finished):
+            self._done += 1
+            if event.kind is not None:
+                self._failures += 1
+            if self._bar is not None:
+                self._bar.update(1)
+            now = time.monotonic()
+            if now - self._last_note >= (0.5 if self._bar is not None else 5.0):
+                self._last_note = now
+                self._refresh()
+        elif isinstance(event, Retrying):
+            self._retries += 1
+        elif isinstance(event, Planned):
+            _say(f"batchrun: {event.text}")
+            self._total = max(event.total_lines - event.already_done, 0)
+            if self._progress:
+                self._bar = tqdm(total=self._total, unit="req", dynamic_ncols=True, file=sys.stderr,
+                                 mininterval=0.25, smoothing=0.1)
+        elif isinstance(event, Notice):
+            if self._bar is not None:
+                self._bar.write(f"batchrun: {event.message}", file=sys.stderr)
+            elif not self._quiet or "stopping" in event.message:
+                _say(f"batchrun: {event.message}")
+
+    def _refresh(self) -> None:
+        summary = self._runner.summary if self._runner else None
+        if summary is None:
+            return
+        tokens = summary.prompt_tokens + summary.completion_tokens
+        text = f"tok {tokens:,} ${summary.cost_usd:.4f} fail {self._failures} retry {self._retries}"
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+        elif not self._quiet:
+            elapsed = time.monotonic() - summary.started
+            rate = self._done / elapsed if elapsed > 0 else 0.0
+            _say(f"batchrun: {self._done:,}/{self._total:,} done, {rate:,.1f} req/s, {text}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._refresh()
+            self._bar.refresh()
+            self._bar.close()
+
+
+def _event_loop_runner() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def _run_with_signals(runner: Runner) -> tuple[RunResult, int | None]:
+    """Run the job; the first Ctrl-C/SIGTERM drains in-flight requests, a second quits at once."""
+    received: list[int] = []
+
+    async def main() -> RunResult:
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) > 1:
+                _say("batchrun: second interrupt: quitting now (a rerun repairs and resumes)")
+                os._exit(128 + signum)
+            runner.stop(message=f"{signal.Signals(signum).name}: finishing requests in flight "
+                        "(interrupt again to quit at once)")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await runner.run()
+
+    result = _event_loop_runner()(main())
+    return result, (received[0] if received else None)
+
+
+@app.command()
+def run(
+    target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Results file [default: <input>.results.jsonl beside the input]."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none [default: google/gemini-2.0-flash-lite-001]."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."),
+    sim: bool = typer.Option(False, "--sim", help="Run against the built-in OpenRouter simulator on loopback (no key, no cost)."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling [default: none; adapts to 429s]."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling (prompt estimate + max_tokens)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
+    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help=f"Attempts per line, the first included [default: {DEFAULT_MAX_ATTEMPTS}]."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT_S:g}]."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this many USD (needs max_tokens)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Run only the first N lines (a trial before the whole job)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also retry lines that failed for good (invalid_request, content_filtered, invalid_output)."),
+    force: bool = typer.Option(False, "--force", help="Resume into an output made with another input, model or parameters."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or periodic log lines."),
+    param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
+) -> None:
+    """Run a job: every input line becomes one request; results and errors are appended as they finish.
+
+    Running the same job again resumes it. Exit codes: 0 all succeeded, 1 some lines failed,
+    2 usage or configuration error, 3 stopped early (auth, credits, model, budget, disk),
+    130 interrupted (143 on SIGTERM).
+    """
+    overrides: dict[str, Any] = {
+        "output": output, "model": model, "base_url": "sim" if sim else base_url, "rpm": rpm,
+        "tpm": tpm, "concurrency": concurrency, "max_attempts": max_attempts, "timeout_s": timeout,
+        "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
+        "force": force or None, "params": _parse_params(param),
+    }
+    config = load_config(target, overrides)
+    if hasattr(signal, "SIGXFSZ"):
+        # A file-size limit must surface as a write error (a clean stop), not kill the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    display = _Display(progress=not no_progress)
+    runner = Runner(config, on_event=display)
+    display.attach(runner)
+    try:
+        result, signum = _run_with_signals(runner)
+    finally:
+        display.close()
+    for line in result.summary.lines():
+        _say(f"batchrun: {line}")
+    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if result.errors.exists() and result.errors.stat().st_size else ""))
+    code = result.exit_code
+    if code == 130 and signum is not None:
+        code = 128 + signum
+        _say("batchrun: interrupted; run the same command again to resume")
+    elif result.message:
+        _say(f"batchrun: {result.message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    output: Path = typer.Argument(..., help="The results file of a job (also while it runs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarize a job from its output files alone: counts, tokens, cost, latency."""
+    summary = job_summary(output)
+    if as_json:
+        print(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in summary.lines():
+            print(line)
+
+
+@app.command("sim")
+def sim_command(
+    port: int = typer.Option(8088, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
+    latency: float = typer.Option(0.0, "--latency", help="Seconds before each answer."),
+    jitter: float = typer.Option(0.0, "--jitter", help="Extra random seconds, uniform in [0, jitter]."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="Enforce this many requests per window (429 above)."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help="Enforce this many tokens per window."),
+    rate_window: float = typer.Option(60.0, "--rate-window", help="Length of the rate window in seconds."),
+    fault: list[str] = typer.Option([], "--fault", help="Inject a fault at a rate, e.g. --fault 429=0.02 --fault 500=0.01."),
+    seed: int = typer.Option(0, "--seed", help="Seed for latency jitter and faults."),
+    retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected faults."),
+    credits: Optional[float] = typer.Option(None, "--credits", help="USD of credits; 402 once spent."),
+    api_key: list[str] = typer.Option([], "--api-key", help="Accept only these keys (default: any)."),
+) -> None:
+    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests)."""
+    from batchrun.sim.__main__ import main as sim_main
+
+    args = ["--port", str(port), "--latency", str(latency), "--jitter", str(jitter), "--seed", str(seed),
+            "--rate-window", str(rate_window), "--retry-after", str(retry_after)]
+    if rpm is not None:
+        args += ["--rpm", str(rpm)]
+    if tpm is not None:
+        args += ["--tpm", str(tpm)]
+    if credits is not None:
+        args += ["--credits", str(credits)]
+    for spec in fault:
+        args += ["--fault", spec]
+    for key in api_key:
+        args += ["--api-key", key]
+    raise typer.Exit(sim_main(args) or 0)
+
+
+@app.command()
+def version() -> None:
+    """Print batchrun's version."""
+    print(__version__)
+
+
+def main() -> None:
+    """Entry point: one clear line for any user mistake, never a traceback."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=sys.argv[1:], prog_name="batchrun", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        hint = f" (see: batchrun {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.info_name != "batchrun" else " (see: batchrun --help)"
+        _say(f"batchrun: error: {exc.format_message()}{hint}")
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except ClickException as exc:
+        _say(f"batchrun: error: {exc.format_message()}")
+        sys.exit(exc.exit_code)
+    except BatchrunError as exc:
+        _say(f"batchrun: error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,229 @@
+"""One frozen configuration per job: the job file, then the environment, then the flags.
+
+Validated once, here, with messages that name the key and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from batchrun.errors import ConfigError
+from batchrun.pricing import Price
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MODEL",
+    "DEFAULT_TIMEOUT_S",
+    "JobConfig",
+    "load_config",
+    "output_paths",
+]
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+DEFAULT_MODEL = "google/gemini-2.0-flash-lite-001"
+DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_TIMEOUT_S = 300.0
+SIM = "sim"
+
+_TOP_KEYS = frozenset({
+    "input", "output", "model", "base_url", "api_key_env", "system", "template", "params",
+    "limits", "headers", "pricing", "retry", "sim",
+})
+_LIMIT_KEYS = frozenset({"rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "max_cost_usd"})
+_RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """Everything one run needs; build it with ``load_config`` or directly (library use)."""
+
+    input: Path
+    output: Path
+    model: str = DEFAULT_MODEL
+    base_url: str = DEFAULT_BASE_URL  # or "sim": start the built-in simulator
+    api_key_env: str = "OPENROUTER_API_KEY"
+    system: str | None = None
+    template: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    pricing: Mapping[str, Price] = field(default_factory=dict)
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_cost_usd: float | None = None
+    limit: int | None = None
+    retry_failed: bool = False
+    force: bool = False
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    fsync_interval_s: float = 1.0
+    sim: Mapping[str, Any] = field(default_factory=dict)  # options for the simulator under --sim
+
+    def __post_init__(self) -> None:
+        _positive_int("concurrency", self.concurrency)
+        _positive_int("max_attempts", self.max_attempts)
+        _positive_number("timeout_s", self.timeout_s)
+        for name in ("rpm", "tpm", "max_cost_usd"):
+            if getattr(self, name) is not None:
+                _positive_number(name, getattr(self, name))
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
+            raise ConfigError(f"limit must be a whole number >= 0, got {self.limit!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("model must be a non-empty string, e.g. --model openai/gpt-4o-mini")
+        if self.base_url != SIM and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https:// (or be \"sim\"), got {self.base_url!r}")
+
+    @property
+    def use_sim(self) -> bool:
+        return self.base_url == SIM
+
+    @property
+    def errors_path(self) -> Path:
+        return output_paths(self.output)["errors"]
+
+
+def output_paths(output: Path) -> dict[str, Path]:
+    """The files of one output: results, errors, manifest and lock, side by side."""
+    name = output.name
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+    folder = output.parent
+    return {
+        "results": output,
+        "errors": folder / f"{stem}.errors.jsonl",
+        "manifest": folder / f"{stem}.manifest.json",
+        "lock": folder / f".{stem}.lock",
+    }
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+
+
+def _default_output(input_path: Path) -> Path:
+    name = input_path.name
+    for suffix in (".jsonl.gz", ".jsonl", ".json", ".gz"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return input_path.with_name(f"{name}.results.jsonl")
+
+
+def _read_job(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            job = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"job file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read job file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"job file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(job) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path} (known: {', '.join(sorted(_TOP_KEYS))})")
+    for table, known in (("limits", _LIMIT_KEYS), ("retry", _RETRY_KEYS)):
+        value = job.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{table}] in {path} must be a table")
+        bad = sorted(set(value) - known)
+        if bad:
+            raise ConfigError(f"unknown key {bad[0]!r} in [{table}] of {path} (known: {', '.join(sorted(known))})")
+    for table in ("params", "headers", "pricing", "sim"):
+        if not isinstance(job.get(table, {}), dict):
+            raise ConfigError(f"[{table}] in {path} must be a table")
+    return job
+
+
+def _pricing(table: Mapping[str, Any], where: str) -> dict[str, Price]:
+    prices = {}
+    for model, entry in table.items():
+        try:
+            prices[model] = Price.per_million(
+                float(entry["prompt_per_m"]), float(entry["completion_per_m"]),
+                None if entry.get("cached_per_m") is None else float(entry["cached_per_m"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"[pricing.\"{model}\"] in {where} needs prompt_per_m and completion_per_m (USD per 1M tokens)"
+            ) from None
+    return prices
+
+
+def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> JobConfig:
+    """Build the config from a job file (``.toml``) or a bare input file, then apply ``overrides``.
+
+    ``overrides`` holds flag values by JobConfig field name; None means "not given".
+    ``params`` in overrides is merged over the job's ``[params]``.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+    if target.suffix == ".toml":
+        job = _read_job(target)
+        base = target.parent
+        if "input" not in job:
+            raise ConfigError(f"job file {target} has no input = \"...\"")
+        for key in ("input", "output"):
+            if key in job and not isinstance(job[key], str):
+                raise ConfigError(f"{key} in {target} must be a path string")
+        values["input"] = (base / job["input"]).resolve()
+        if "output" in job:
+            values["output"] = (base / job["output"]).resolve()
+        for key in ("model", "base_url", "api_key_env", "system", "template"):
+            if key in job:
+                if not isinstance(job[key], str):
+                    raise ConfigError(f"{key} in {target} must be a string")
+                values[key] = job[key]
+        values["params"] = dict(job.get("params", {}))
+        values["headers"] = {str(k): str(v) for k, v in job.get("headers", {}).items()}
+        values["pricing"] = _pricing(job.get("pricing", {}), str(target))
+        values["sim"] = dict(job.get("sim", {}))
+        values.update(job.get("limits", {}))
+        values.update(job.get("retry", {}))
+    else:
+        values["input"] = target.resolve() if target.exists() else target
+    extra_params = overrides.pop("params", None)
+    if extra_params:
+        values["params"] = {**values.get("params", {}), **extra_params}
+    values.update(overrides)
+    if "output" in overrides:
+        values["output"] = Path(overrides["output"]).absolute()
+    if "output" not in values:
+        values["output"] = _default_output(Path(values["input"]))
+    known = {f.name for f in fields(JobConfig)}
+    try:
+        return JobConfig(**{k: v for k, v in values.items() if k in known})
+    except TypeError as exc:
+        raise ConfigError(f"bad setting: {exc}") from None
+
+
+def api_key_from_env(config: JobConfig) -> str | None:
+    """The API key from the environment variable the job names; never from a file."""
+    value = os.environ.get(config.api_key_env, "").strip()
+    return value or None
+
+
+def with_overrides(config: JobConfig, **changes: Any) -> JobConfig:
+    return replace(config, **changes)

@@ -1,0 +1,307 @@
+"""The output files as a checkpoint: lock, manifest, torn-tail repair, resume scan, appends.
+
+Durability policy: every finished record is handed to the kernel (``os.write`` on an
+``O_APPEND`` descriptor) as soon as the writer task sees it, so a killed process loses nothing it
+finished; ``fsync`` runs at most once per ``fsync_interval_s`` (default 1 s) and at the end, so a
+power loss can lose up to that last interval (those ids are simply run again). A crash can leave at
+most a torn last line, which the next open cuts off. The results file is only ever appended to;
+the errors file is compacted at the end of a run to one line per id still failing, atomically
+(temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrun.config import output_paths
+from batchrun.errors import ConfigError, JobStopped, OutputLocked, ResumeMismatch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, documented
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "read_records"]
+
+MANIFEST_FORMAT = 1
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ResumeState:
+    """What the output already holds when a run starts."""
+
+    done_ids: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)  # custom_id -> error kind (last record)
+    repaired_bytes: int = 0
+    corrupt_lines: int = 0
+    unavailable_models: list[str] = field(default_factory=list)
+
+
+def read_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed record) for each complete, valid line; skip a torn tail."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the not-found case
+    except FileNotFoundError:
+        return
+    with f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                return  # a torn last line: not a record
+            try:
+                yield number, orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield number, None
+
+
+def _repair_tail(path: Path) -> int:
+    """Cut a torn last line (one with no line end) off ``path``; return the bytes removed."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "r+b") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        position = size
+        while position > 0:
+            step = min(_CHUNK, position)
+            f.seek(position - step)
+            chunk = f.read(step)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = position - step + newline + 1
+                break
+            position -= step
+        else:
+            keep = 0
+        f.truncate(keep)
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class Ledger:
+    """The results and errors files of one output, held under a lock while a run writes them."""
+
+    def __init__(self, output: Path, *, fsync_interval_s: float = 1.0) -> None:
+        self.paths = output_paths(output)
+        self._fsync_interval = fsync_interval_s
+        self._lock_fd: int | None = None
+        self._results_fd: int | None = None
+        self._errors_fd: int | None = None
+        self._last_sync = time.monotonic()
+        self._dirty = False
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open(self, manifest: dict[str, Any], *, force: bool = False) -> ResumeState:
+        """Lock the output, check it belongs to this job, repair it and read what is done."""
+        folder = self.paths["results"].parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+        self._lock()
+        try:
+            state = ResumeState()
+            state.unavailable_models = self._check_manifest(manifest, force)
+            for key in ("results", "errors"):
+                state.repaired_bytes += _repair_tail(self.paths[key])
+            self._scan(state)
+            self._results_fd = self._open_append(self.paths["results"])
+            self._errors_fd = self._open_append(self.paths["errors"])
+        except BaseException:
+            self.close()
+            raise
+        return state
+
+    def _open_append(self, path: Path) -> int:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the output {path}: {exc.strerror or exc}") from None
+
+    def _lock(self) -> None:
+        path = self.paths["lock"]
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise OutputLocked(
+                        f"another batchrun run (pid {holder}) is writing {self.paths['results']}; "
+                        "wait for it or choose another output with -o"
+                    ) from None
+                raise
+        # The kernel drops a flock when its holder dies, so a killed run never leaves this stuck.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _check_manifest(self, manifest: dict[str, Any], force: bool) -> list[str]:
+        path = self.paths["manifest"]
+        old: dict[str, Any] | None = None
+        if path.exists():
+            try:
+                old = orjson.loads(path.read_bytes())
+            except (orjson.JSONDecodeError, OSError):
+                old = None
+        has_output = self.paths["results"].exists() and self.paths["results"].stat().st_size > 0
+        unavailable: list[str] = list(old.get("unavailable_models", [])) if old else []
+        if old and not force:
+            differences = _manifest_differences(old, manifest, unavailable)
+            if differences:
+                raise ResumeMismatch(
+                    f"{self.paths['results']} was made with a different {differences}; "
+                    "use --force to resume into it anyway, or -o for a new output"
+                )
+        elif old is None and has_output and not force:
+            raise ResumeMismatch(
+                f"{self.paths['results']} exists but has no manifest (not made by batchrun?); "
+                "use --force to resume into it, or -o for a new output"
+            )
+        if old is None or force or old.get("model") != manifest.get("model"):
+            self.write_manifest({**manifest, "unavailable_models": unavailable})
+        return unavailable
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        _write_atomic(self.paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+
+    def _scan(self, state: ResumeState) -> None:
+        for _, record in read_records(self.paths["results"]):
+            custom_id = record.get("custom_id") if isinstance(record, dict) else None
+            if isinstance(custom_id, str):
+                state.done_ids.add(custom_id)
+            else:
+                state.corrupt_lines += 1
+        for _, record in read_records(self.paths["errors"]):
+            custom_id = record.get("custom_id") if isinstance(record, dict) else None
+            error = record.get("error") if isinstance(record, dict) else None
+            if isinstance(custom_id, str) and isinstance(error, dict):
+                state.failed[custom_id] = str(error.get("code"))
+        for custom_id in state.done_ids:
+            state.failed.pop(custom_id, None)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, results: bytes, errors: bytes) -> None:
+        """Append whole lines to the files; raise JobStopped when the disk refuses them."""
+        try:
+            if results:
+                _write_all(self._results_fd, results)
+            if errors:
+                _write_all(self._errors_fd, errors)
+        except OSError as exc:
+            raise JobStopped(
+                f"cannot write the output ({exc.strerror or exc}): free some space and run again to resume",
+                "output_error",
+            ) from None
+        self._dirty = True
+
+    def sync_due(self) -> bool:
+        return self._dirty and time.monotonic() - self._last_sync >= self._fsync_interval
+
+    def sync(self) -> None:
+        """fsync both files (called from a worker thread by the runner)."""
+        self._dirty = False
+        self._last_sync = time.monotonic()
+        for fd in (self._results_fd, self._errors_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def compact_errors(self, done_ids: set[str]) -> None:
+        """Rewrite the errors file to hold one line (the last) per id that has no result."""
+        path = self.paths["errors"]
+        last: dict[str, int] = {}
+        total = 0
+        for number, record in read_records(path):
+            total += 1
+            custom_id = record.get("custom_id") if isinstance(record, dict) else None
+            if isinstance(custom_id, str) and custom_id not in done_ids:
+                last[custom_id] = number
+        if len(last) == total:
+            return
+        keep = set(last.values())
+        with open(path, "rb") as f:
+            data = b"".join(line for number, line in enumerate(f, 1) if number in keep)
+        _write_atomic(path, data)
+
+    def close(self) -> None:
+        for name in ("_results_fd", "_errors_fd", "_lock_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    if name != "_lock_fd":
+                        os.fsync(fd)
+                    os.close(fd)
+                setattr(self, name, None)
+
+
+def _write_all(fd: int | None, data: bytes) -> None:
+    assert fd is not None, "the ledger is not open"
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _manifest_differences(old: dict[str, Any], new: dict[str, Any], unavailable: list[str]) -> str:
+    if old.get("format") != new.get("format"):
+        return f"format version ({old.get('format')} there, {new.get('format')} now)"
+    if old.get("input", {}).get("fingerprint") != new.get("input", {}).get("fingerprint"):
+        return (
+            f"input (made from {old.get('input', {}).get('path')}, whose content differs "
+            f"from {new.get('input', {}).get('path')})"
+        )
+    if old.get("model") != new.get("model") and old.get("model") not in unavailable:
+        return f"model ({old.get('model')} there, {new.get('model')} now)"
+    old_request, new_request = old.get("request", {}), new.get("request", {})
+    for key in sorted(set(old_request) | set(new_request)):
+        if old_request.get(key) != new_request.get(key):
+            return f"request {key} ({_short(old_request.get(key))} there, {_short(new_request.get(key))} now)"
+    return ""
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 80 else text[:77] + "..."

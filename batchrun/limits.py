@@ -1,0 +1,175 @@
+"""Rate and concurrency limits: smooth, adjustable at run time, with reserve/settle, on an injected clock.
+
+Why our own: aiolimiter's ``AsyncLimiter(rpm, 60)`` lets a whole minute's quota through at t=0,
+and ``AsyncLimiter(1, 60/rpm)`` refuses weighted acquires and cannot refund or change its rate.
+``RateLimiter`` is a GCRA (virtual scheduling) limiter: each reservation pushes a "theoretical
+arrival time" forward by ``amount / rate``, so requests are spaced evenly, a token estimate can be
+settled against the real usage afterwards, and the rate can change while requests wait.
+
+``AdaptiveLimits`` closes the loop (AIMD): a 429 halves the concurrency window and the request rate
+and pauses the whole pool until the server's reset; successes recover both additively. Configured
+limits stay the ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Callable
+
+__all__ = ["AdaptiveLimits", "ConcurrencyGate", "RateLimiter"]
+
+Clock = Callable[[], float]
+
+
+class RateLimiter:
+    """Spread reservations evenly at ``rate`` units per second; ``burst`` units may go at once."""
+
+    def __init__(self, rate: float | None, *, burst: float = 1.0, clock: Clock = time.monotonic):
+        self._clock = clock
+        self._burst = burst
+        self._tat = -math.inf  # theoretical arrival time of the next unit
+        self.rate = rate
+
+    @property
+    def rate(self) -> float | None:
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: float | None) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError("rate must be positive or None")
+        self._rate = rate
+
+    def reserve(self, amount: float = 1.0) -> float:
+        """Book ``amount`` units and return how many seconds the caller must wait before using them."""
+        if self._rate is None:
+            return 0.0
+        now = self._clock()
+        tolerance = self._burst / self._rate
+        start = max(self._tat, now - tolerance)
+        delay = max(start - now, 0.0)
+        self._tat = start + amount / self._rate
+        return delay
+
+    def settle(self, reserved: float, actual: float) -> None:
+        """Correct an earlier reservation with the amount really used (a refund when it was less)."""
+        if self._rate is not None and self._tat != -math.inf:
+            self._tat += (actual - reserved) / self._rate
+
+
+class ConcurrencyGate:
+    """A semaphore whose limit can change while tasks wait on it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # we were woken and counted, but will not use the slot
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self._wake()
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+
+class AdaptiveLimits:
+    """The pool-wide limits: configured ceilings, lowered on 429s and recovered on successes."""
+
+    decrease = 0.5  # multiplicative decrease on a 429
+    min_rate = 0.1  # requests per second; never throttle to a full stop
+    decrease_cooldown_s = 1.0
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self.max_concurrency = concurrency
+        self.max_rate = rpm / 60.0 if rpm else None
+        self.gate = ConcurrencyGate(concurrency)
+        self.requests = RateLimiter(self.max_rate, clock=clock)
+        # One second's worth of tokens may go at once; a single larger request still passes alone.
+        self.tokens = RateLimiter(tpm / 60.0 if tpm else None, burst=(tpm or 0) / 60.0, clock=clock)
+        self.paused_until = -math.inf
+        self._window = float(concurrency)
+        self._last_decrease = -math.inf
+        self._completions: collections.deque[float] = collections.deque(maxlen=256)
+
+    def reserve(self, tokens: float) -> float:
+        """Book one request of ``tokens`` estimated tokens; return the seconds to wait before sending."""
+        now = self._clock()
+        wait = max(self.requests.reserve(1.0), self.tokens.reserve(tokens))
+        return max(wait, self.paused_until - now)
+
+    def settle(self, reserved_tokens: float, actual_tokens: float) -> None:
+        self.tokens.settle(reserved_tokens, actual_tokens)
+
+    def on_success(self) -> None:
+        now = self._clock()
+        self._completions.append(now)
+        if self._window < self.max_concurrency:
+            self._window = min(self.max_concurrency, self._window + 1.0 / self._window)
+            self.gate.set_limit(int(self._window))
+        rate = self.requests.rate
+        if rate is not None and (self.max_rate is None or rate < self.max_rate):
+            # Recover by about max(1, 10 %) request/s per second: ``rate`` successes arrive per second.
+            new_rate = rate + max(1.0, 0.1 * rate) / max(rate, 1.0)
+            if self.max_rate is not None:
+                new_rate = min(new_rate, self.max_rate)
+            self.requests.rate = new_rate
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429 (or an in-flight 402): slow the whole pool down and pause it for the hint."""
+        now = self._clock()
+        if retry_after is not None:
+            self.paused_until = max(self.paused_until, now + retry_after)
+        # The requests in flight when the limit was hit all come back 429: count them as one signal.
+        if now - self._last_decrease < self.decrease_cooldown_s:
+            return
+        self._last_decrease = now
+        self._window = max(1.0, self._window * self.decrease)
+        self.gate.set_limit(int(self._window))
+        observed = self.observed_rate(now)
+        current = self.requests.rate
+        base = min(x for x in (current, observed) if x is not None) if (current or observed) else None
+        if base is not None:
+            self.requests.rate = max(self.min_rate, base * self.decrease)
+
+    def observed_rate(self, now: float | None = None) -> float | None:
+        """Successes per second over the recent ones, or None before there are enough."""
+        if len(self._completions) < 8:
+            return None
+        now = self._clock() if now is None else now
+        span = now - self._completions[0]
+        return len(self._completions) / span if span > 0 else None

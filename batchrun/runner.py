@@ -1,0 +1,507 @@
+"""The pipeline: one reader → a bounded pool of workers → one writer, in one task group.
+
+The reader streams the input and skips ids the output already has; workers take requests
+(retries first), wait for the limiter, send, classify and either finish the id or schedule its
+retry; the writer appends finished records to the ledger in whole lines. Nothing here knows
+about terminals: progress goes out as events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrun import __version__
+from batchrun.config import JobConfig, api_key_from_env
+from batchrun.errors import (
+    PER_LINE_VERDICTS,
+    RETRYABLE_KINDS,
+    ConfigError,
+    ErrorKind,
+    JobStopped,
+    TransportFailure,
+)
+from batchrun.events import EventHandler, Finished, Notice, Planned, Retrying
+from batchrun.inputs import fingerprint, iter_lines, measure, open_input
+from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
+from batchrun.limits import AdaptiveLimits
+from batchrun.pricing import PriceBook, response_cost, usage_of
+from batchrun.records import InputParser, InvalidLine, Request, error_record, success_record
+from batchrun.retry import Verdict, classify_response, retry_wait
+from batchrun.summary import Summary
+from batchrun.transport import Transport, is_openrouter
+from batchrun.workqueue import WorkQueue
+
+__all__ = ["RunResult", "Runner"]
+
+_DUMPS_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+_STOP_KINDS = frozenset({ErrorKind.AUTH_ERROR, ErrorKind.INSUFFICIENT_CREDITS})
+_SIM_KEY = "sk-or-v1-batchrun-simulator"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: its summary, exit code and, for an early stop, why."""
+
+    summary: Summary
+    exit_code: int
+    stop_kind: str | None
+    message: str
+    output: Path
+    errors: Path
+
+
+class _SkipSet:
+    """Membership in either of two sets, without copying a large one."""
+
+    __slots__ = ("_a", "_b")
+
+    def __init__(self, a: set[str], b: set[str]) -> None:
+        self._a, self._b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._a or item in self._b
+
+
+class Runner:
+    """Runs one job to the end (or to an early stop) and reports how it went."""
+
+    def __init__(
+        self,
+        config: JobConfig,
+        *,
+        api_key: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.config = config
+        self.summary = Summary()
+        self._api_key = api_key
+        self._emit = on_event or (lambda event: None)
+        self._limits = AdaptiveLimits(concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm)
+        self._prices = PriceBook(config.pricing)
+        self._queue: WorkQueue[Request] = WorkQueue(readahead=2 * config.concurrency + 16)
+        self._pending_results: list[bytes] = []
+        self._pending_errors: list[bytes] = []
+        self._wake_writer = asyncio.Event()
+        self._closing = False
+        self._outstanding = 0
+        self._reader_done = False
+        self._stop_kind: str | None = None
+        self._stop_message = ""
+        self._unavailable: dict[str, tuple[str, ...]] = {}  # model -> fallback models
+        self._skipped_unavailable = 0
+        self._spent_usd = 0.0
+        self._reserved_usd = 0.0
+        self._done_ids: set[str] = set()
+        self._transport: Transport | None = None
+        self._ledger: Ledger | None = None
+
+    # -- control -------------------------------------------------------------------------
+
+    def stop(self, kind: str = ErrorKind.INTERRUPTED, message: str = "interrupted") -> None:
+        """Stop sending; requests in flight finish and are written. Safe to call twice."""
+        if self._stop_kind is None:
+            self._stop_kind, self._stop_message = kind, message
+            dropped = self._queue.close(drop=True)
+            self.summary.not_run += len(dropped)
+            self._emit(Notice(f"stopping: {message}"))
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            base_url, api_key = await self._endpoint(stack)
+            ledger = Ledger(config.output, fsync_interval_s=config.fsync_interval_s)
+            self._ledger = ledger
+            stack.callback(ledger.close)
+            state = ledger.open(self._manifest(), force=config.force)
+            self._announce_repairs(state)
+            self._done_ids = state.done_ids
+            self.summary.already_done = len(state.done_ids)
+            transport = await stack.enter_async_context(
+                Transport(
+                    base_url, api_key, connections=config.concurrency, timeout_s=config.timeout_s,
+                    headers=config.headers,
+                )
+            )
+            self._transport = transport
+            await self._load_prices(transport, base_url)
+            self._check_budget_prices()
+            self._emit(self._plan(base_url, state))
+            try:
+                await self._pipeline(state)
+            finally:
+                self.summary.close()
+            still_failing = ledger.compact_errors(self._done_ids)
+            if self._unavailable:
+                ledger.write_manifest({**self._manifest(), "unavailable_models": sorted(self._unavailable)})
+        return self._result(still_failing)
+
+    async def _endpoint(self, stack: contextlib.AsyncExitStack) -> tuple[str, str | None]:
+        config = self.config
+        if config.use_sim:
+            from batchrun.sim import SimProcess  # the simulator is only loaded when asked for
+
+            sim = stack.enter_context(SimProcess(_sim_args(config.sim)))
+            self._emit(Notice(f"simulator started at {sim.base_url}"))
+            return sim.base_url, self._api_key or _SIM_KEY
+        api_key = self._api_key or api_key_from_env(config)
+        if api_key is None and is_openrouter(config.base_url):
+            raise ConfigError(
+                f"no API key: set {config.api_key_env} (get a key at https://openrouter.ai/keys), "
+                "or add --sim to try the job on the built-in simulator"
+            )
+        return config.base_url, api_key
+
+    def _manifest(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "format": MANIFEST_FORMAT,
+            "batchrun": __version__,
+            "input": {"path": str(config.input), "fingerprint": _fingerprint(config.input)},
+            "model": config.model,
+            "request": {
+                "params": dict(config.params),
+                "system": config.system,
+                "template": config.template,
+            },
+        }
+
+    def _announce_repairs(self, state: ResumeState) -> None:
+        if state.repaired_bytes:
+            self._emit(Notice(f"repaired the output: cut a torn last line ({state.repaired_bytes} bytes)"))
+        if state.corrupt_lines:
+            self._emit(Notice(f"{state.corrupt_lines} unreadable lines in the output were ignored"))
+        for model in state.unavailable_models:
+            if model == self.config.model:
+                self._emit(Notice(f"model {model} was unavailable in the last run"))
+
+    async def _load_prices(self, transport: Transport, base_url: str) -> None:
+        if self.config.use_sim or is_openrouter(base_url):
+            payload = await transport.get_json("/models")
+            if payload is not None:
+                self._prices.load_models_payload(payload)
+
+    def _check_budget_prices(self) -> None:
+        if self.config.max_cost_usd is not None and self._prices.get(self.config.model) is None:
+            raise ConfigError(
+                f"--max-cost needs the price of {self.config.model}: add [pricing.\"{self.config.model}\"] "
+                "with prompt_per_m and completion_per_m to the job file"
+            )
+
+    def _plan(self, base_url: str, state: ResumeState) -> Planned:
+        config = self.config
+        size = measure(config.input)
+        lines = size.lines if config.limit is None else min(size.lines, config.limit)
+        approx = "" if size.exact else "~"
+        parts = [
+            f"{approx}{lines:,} lines from {config.input.name}",
+            f"→ {config.output.name}",
+        ]
+        if state.done_ids:
+            parts.append(f"({len(state.done_ids):,} already done)")
+        text = " ".join(parts) + f" | {'simulator ' if config.use_sim else ''}{base_url} | model {config.model}"
+        max_tokens = config.params.get("max_tokens", config.params.get("max_completion_tokens"))
+        price = self._prices.get(config.model)
+        if price is not None and isinstance(max_tokens, int) and size.lines:
+            todo = max(lines - len(state.done_ids), 0)
+            prompt_tokens = size.text_bytes / max(size.lines, 1) / 4 + 16
+            worst = todo * price.cost(round(prompt_tokens), max_tokens)
+            text += f" | worst case ~${worst:.4f}"
+        elif price is None:
+            text += " | cost: no price known"
+        else:
+            text += " | worst case unknown (no max_tokens)"
+        return Planned(text, lines, not size.exact, len(state.done_ids))
+
+    async def _pipeline(self, state: ResumeState) -> None:
+        kept = set() if self.config.retry_failed else {
+            custom_id for custom_id, kind in state.failed.items() if kind in PER_LINE_VERDICTS
+        }
+        writer = asyncio.ensure_future(self._writer())
+        tasks = [asyncio.ensure_future(self._reader(_SkipSet(state.done_ids, kept)))]
+        tasks += [asyncio.ensure_future(self._worker()) for _ in range(self.config.concurrency)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            self._closing = True
+            self._wake_writer.set()
+            await writer
+
+    # -- reader --------------------------------------------------------------------------
+
+    async def _reader(self, skip_ids: _SkipSet) -> None:
+        config = self.config
+        parser = InputParser(
+            model=config.model, params=config.params, system=config.system,
+            template=config.template, skip_ids=skip_ids,  # type: ignore[arg-type]
+            budget_set=config.max_cost_usd is not None,
+        )
+        read = 0
+        with open_input(config.input) as stream:
+            for line, raw in iter_lines(stream):
+                if self._stop_kind is not None or (config.limit is not None and read >= config.limit):
+                    break
+                read += 1
+                if not read & 1023:
+                    await asyncio.sleep(0)  # let the workers and the writer run during long skips
+                item = parser.parse(raw, line)
+                if item is None:
+                    continue
+                if isinstance(item, InvalidLine):
+                    self._finish_invalid(item)
+                elif item.model in self._unavailable:
+                    self._skipped_unavailable += 1
+                else:
+                    self._outstanding += 1
+                    await self._queue.put(item)
+        self._reader_done = True
+        self._close_if_done()
+
+    def _finish_invalid(self, item: InvalidLine) -> None:
+        record = error_record(
+            item.custom_id, item.line, ErrorKind.INVALID_INPUT, item.message, metadata=item.metadata
+        )
+        self._write_error(record)
+        self._emit(Finished(item.custom_id, ErrorKind.INVALID_INPUT))
+
+    def _close_if_done(self) -> None:
+        if self._reader_done and self._outstanding == 0:
+            self._queue.close()
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        while (item := await queue.get()) is not None:
+            await self._attempt(item)
+
+    async def _attempt(self, item: Request) -> None:
+        limits = self._limits
+        transport = self._transport
+        assert transport is not None
+        status: int | None = None
+        raw = b""
+        await limits.gate.acquire()
+        try:
+            wait = limits.reserve(item.est_tokens)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._stop_kind is not None or item.model in self._unavailable:
+                limits.settle(item.est_tokens, 0)
+                self._leave_unfinished(item)
+                return
+            if self.config.max_cost_usd is not None and not self._reserve_budget(item):
+                return
+            item.attempts += 1
+            started = time.perf_counter()
+            try:
+                status, headers, raw = await transport.post(item.body)
+                verdict = classify_response(
+                    status, headers, raw, schema_required=item.schema_required, now=time.time()
+                )
+            except TransportFailure as failure:
+                verdict = Verdict(failure.kind, failure.message)
+            latency = time.perf_counter() - started
+        finally:
+            limits.gate.release()
+        self._settle(item, status, raw, verdict, latency)
+
+    def _reserve_budget(self, item: Request) -> bool:
+        price = self._prices.get(item.model)
+        limit = self.config.max_cost_usd
+        assert limit is not None
+        if price is None:
+            self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {item.model}, so --max-cost cannot be kept")
+            self._leave_unfinished(item)
+            return False
+        worst = price.cost(item.prompt_tokens_est, item.max_tokens or 0)
+        if self._spent_usd + self._reserved_usd + worst > limit:
+            self.stop(
+                ErrorKind.BUDGET_EXCEEDED,
+                f"budget reached: ${self._spent_usd:.4f} spent of ${limit:g}, and the next request could "
+                f"cost up to ${worst:.6f}; raise --max-cost and run again to resume",
+            )
+            self._leave_unfinished(item)
+            return False
+        self._reserved_usd += worst
+        item.reserved_usd = worst
+        return True
+
+    def _settle(
+        self, item: Request, status: int | None, raw: bytes, verdict: Verdict, latency: float
+    ) -> None:
+        body = verdict.body
+        raw_usage = usage_of(body)
+        usage = None
+        if raw_usage is not None:
+            model = body.get("model") if isinstance(body.get("model"), str) else item.model
+            usage = response_cost(raw_usage, model, self._prices)
+            cost = usage["cost_usd"] or 0.0
+            item.billed_usd += cost
+            self._spent_usd += cost
+            self._limits.settle(item.est_tokens, usage["total_tokens"])
+        elif status is None:
+            pass  # no answer: the tokens may have been used, keep the reservation
+        else:
+            self._limits.settle(item.est_tokens, 0)
+        if item.reserved_usd:
+            self._reserved_usd -= item.reserved_usd
+            item.reserved_usd = 0.0
+
+        kind = verdict.kind
+        if kind is None:
+            usage = usage or response_cost(None, None, self._prices)
+            record = success_record(item, raw.strip(), body, usage, latency)
+            self._write_result(record)
+            self._done_ids.add(item.custom_id)
+            self._limits.on_success()
+            self._finish(item, None)
+            return
+        if kind == ErrorKind.RATE_LIMITED:
+            self._limits.on_rate_limited(verdict.retry_after)
+        if kind in RETRYABLE_KINDS:
+            if self._stop_kind is not None:
+                self._leave_unfinished(item)  # not retried now: the rerun will
+                return
+            if item.attempts < self.config.max_attempts:
+                wait = retry_wait(
+                    verdict, item.attempts, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s
+                )
+                self._emit(Retrying(item.custom_id, item.attempts, kind, wait, verdict.message))
+                asyncio.get_running_loop().call_later(wait, self._retry, item)
+                return
+        if kind == ErrorKind.MODEL_UNAVAILABLE:
+            self._mark_unavailable(item.model, verdict)
+        record = error_record(
+            item.custom_id, item.line, kind, verdict.message, status=status, body=body,
+            usage=usage, request=item, latency_s=latency,
+        )
+        self._write_error(record)
+        if kind in _STOP_KINDS:
+            self.stop(kind, _stop_hint(kind, verdict.message, self.config.api_key_env))
+        self._finish(item, kind)
+
+    def _retry(self, item: Request) -> None:
+        if not self._queue.put_retry(item):
+            self._leave_unfinished(item)
+
+    def _mark_unavailable(self, model: str, verdict: Verdict) -> None:
+        if model in self._unavailable:
+            return
+        self._unavailable[model] = verdict.fallback_models
+        fallbacks = ", ".join(verdict.fallback_models) or "none listed"
+        self._emit(Notice(f"model {model} is not available ({verdict.message}); its lines are not sent. "
+                          f"Fallback models: {fallbacks}"))
+
+    def _finish(self, item: Request, kind: str | None) -> None:
+        self._outstanding -= 1
+        self._emit(Finished(item.custom_id, kind))
+        self._close_if_done()
+
+    def _leave_unfinished(self, item: Request) -> None:
+        self._outstanding -= 1
+        self.summary.not_run += 1
+        self._close_if_done()
+
+    # -- writer --------------------------------------------------------------------------
+
+    def _write_result(self, record: dict[str, Any]) -> None:
+        self.summary.add(record)
+        self._pending_results.append(orjson.dumps(record, option=_DUMPS_OPTIONS))
+        self._wake_writer.set()
+
+    def _write_error(self, record: dict[str, Any]) -> None:
+        self.summary.add(record)
+        self._pending_errors.append(orjson.dumps(record, option=_DUMPS_OPTIONS, default=str))
+        self._wake_writer.set()
+
+    async def _writer(self) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        broken = False
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            results, errors = self._pending_results, self._pending_errors
+            if (results or errors) and not broken:
+                self._pending_results, self._pending_errors = [], []
+                try:
+                    ledger.write(b"".join(results), b"".join(errors))
+                except JobStopped as exc:
+                    broken = True
+                    self.stop(exc.kind, str(exc))
+                if ledger.sync_due():
+                    await asyncio.to_thread(ledger.sync)
+            if self._closing and (broken or not (self._pending_results or self._pending_errors)):
+                return
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _result(self, still_failing: int) -> RunResult:
+        summary = self.summary
+        summary.not_run += self._skipped_unavailable
+        kind, message = self._stop_kind, self._stop_message
+        if kind is None and self._unavailable:
+            kind = ErrorKind.MODEL_UNAVAILABLE
+            names = ", ".join(sorted(self._unavailable))
+            fallbacks = sorted({m for f in self._unavailable.values() for m in f})
+            message = (
+                f"model {names} is not available: choose another with --model"
+                + (f" (the provider suggests {', '.join(fallbacks)})" if fallbacks else "")
+                + f"; {self._skipped_unavailable:,} lines were not sent and a rerun sends them"
+            )
+        if kind == ErrorKind.INTERRUPTED:
+            code = 130
+        elif kind is not None:
+            code = 3
+        elif still_failing:
+            code = 1
+            message = f"{still_failing:,} ids failed: see {self.config.errors_path.name}"
+        else:
+            code = 0
+        return RunResult(summary, code, kind, message, self.config.output, self.config.errors_path)
+
+
+def _stop_hint(kind: str, message: str, key_env: str) -> str:
+    if kind == ErrorKind.AUTH_ERROR:
+        return f"the API key was refused ({message}): set {key_env} to a valid key and run again"
+    return f"out of credits ({message}): add credits or raise the key's limit, then run again"
+
+
+def _fingerprint(path: Path) -> str:
+    try:
+        return fingerprint(path)
+    except FileNotFoundError:
+        raise ConfigError(f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"input is a folder, not a file: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read input {path}: {exc.strerror or exc}") from None
+
+
+def _sim_args(options: dict[str, Any] | Any) -> list[str]:
+    """Job-file ``[sim]`` options as ``python -m batchrun.sim`` flags."""
+    args: list[str] = []
+    for key, value in dict(options).items():
+        flag = "--" + key.replace("_", "-")
+        values: Iterable[Any] = value if isinstance(value, list) else [value]
+        if key == "faults" and isinstance(value, dict):
+            values = [f"{k}={v}" for k, v in value.items()]
+            flag = "--fault"
+        for v in values:
+            args += [flag, str(v)]
+    return args

@@ -1,0 +1,95 @@
+"""Command line of the simulator: `python -m batchrun.sim --port 0 --fault 500=0.01 ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from .config import DIALECTS, SimConfig, parse_faults
+from .process import LISTENING_PREFIX
+from .server import new_event_loop, serve
+
+__all__ = ["config_from_args", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the argument parser for the simulator's flags."""
+    p = argparse.ArgumentParser(prog="python -m batchrun.sim", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added before answering")
+    p.add_argument("--jitter", type=float, default=0.0, help="uniform extra latency, seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rpm", type=float, default=None)
+    p.add_argument("--tpm", type=float, default=None)
+    p.add_argument("--rate-window", type=float, default=60.0, help="sliding window, seconds")
+    p.add_argument("--fault", action="append", default=[], metavar="KIND=RATE")
+    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of injected faults")
+    p.add_argument(
+        "--no-rate-retry-after", action="store_true", help="omit Retry-After on rpm/tpm 429s"
+    )
+    p.add_argument("--api-key", action="append", default=None, help="accept only these keys")
+    p.add_argument("--credits", type=float, default=None, help="USD; 402 once billed reaches it")
+    p.add_argument("--key-limit", type=float, default=None, help="USD reported by GET /key")
+    p.add_argument("--dialect", choices=DIALECTS, default="openrouter")
+    p.add_argument("--hang", type=float, default=3600.0, help="seconds a hang fault sleeps")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> SimConfig:
+    """Parse flags into a SimConfig; argparse exits with status 2 on a bad flag."""
+    p = parser()
+    a = p.parse_args(argv)
+    try:
+        return SimConfig(
+            host=a.host,
+            port=a.port,
+            latency_s=a.latency,
+            latency_jitter_s=a.jitter,
+            seed=a.seed,
+            rpm=a.rpm,
+            tpm=a.tpm,
+            rate_window_s=a.rate_window,
+            faults=parse_faults(a.fault),
+            retry_after_s=a.retry_after,
+            rate_retry_after=not a.no_rate_retry_after,
+            api_keys=frozenset(a.api_key) if a.api_key else None,
+            credits_usd=a.credits,
+            key_limit_usd=a.key_limit,
+            dialect=a.dialect,
+            hang_s=a.hang,
+        )
+    except ValueError as exc:
+        p.error(str(exc))
+
+
+async def _serve_until_signal(config: SimConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    async with serve(config) as handle:
+        print(f"{LISTENING_PREFIX}{handle.base_url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; return the exit status."""
+    config = config_from_args(argv)
+    loop = new_event_loop()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            loop.run_until_complete(_serve_until_signal(config))
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

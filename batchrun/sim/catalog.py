@@ -1,0 +1,182 @@
+"""The simulated model catalog: ids, providers, context sizes and per-token prices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+__all__ = ["CATALOG", "DEFAULT_MODEL", "Model", "models_payload", "price_string"]
+
+DEFAULT_MODEL = "google/gemini-2.0-flash-lite-001"
+
+_PER_M = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """One catalog entry; prices are USD per token, as floats."""
+
+    id: str
+    name: str
+    provider: str
+    context_length: int
+    prompt_price: float
+    completion_price: float
+    created: int
+    max_completion_tokens: int | None = None
+    reasoning: bool = False
+    retired: bool = False
+    fallback_models: tuple[str, ...] = ()
+    modality: str = "text->text"
+    tokenizer: str = "Other"
+
+    @property
+    def cache_read_price(self) -> float:
+        """Price of a cached prompt token: a quarter of the prompt price, as Gemini and GPT do."""
+        return self.prompt_price / 4
+
+    @property
+    def native_stop(self) -> tuple[str, str]:
+        """The provider's own spelling of (stop, length) finish reasons."""
+        if self.provider == "Google":
+            return ("STOP", "MAX_TOKENS")
+        if self.provider == "Anthropic":
+            return ("end_turn", "max_tokens")
+        return ("stop", "length")
+
+
+_MODELS = (
+    Model(
+        id="google/gemini-2.0-flash-lite-001",
+        name="Google: Gemini 2.0 Flash Lite",
+        provider="Google",
+        context_length=1_048_576,
+        prompt_price=0.075 * _PER_M,
+        completion_price=0.30 * _PER_M,
+        created=1740506212,
+        max_completion_tokens=8192,
+        tokenizer="Gemini",
+    ),
+    Model(
+        id="openai/gpt-4o-mini",
+        name="OpenAI: GPT-4o-mini",
+        provider="OpenAI",
+        context_length=128_000,
+        prompt_price=0.15 * _PER_M,
+        completion_price=0.60 * _PER_M,
+        created=1721260800,
+        max_completion_tokens=16384,
+        tokenizer="GPT",
+    ),
+    Model(
+        id="anthropic/claude-3.5-haiku",
+        name="Anthropic: Claude 3.5 Haiku",
+        provider="Anthropic",
+        context_length=200_000,
+        prompt_price=0.80 * _PER_M,
+        completion_price=4.00 * _PER_M,
+        created=1730678400,
+        max_completion_tokens=8192,
+        tokenizer="Claude",
+    ),
+    Model(
+        id="meta-llama/llama-3.1-8b-instruct:free",
+        name="Meta: Llama 3.1 8B Instruct (free)",
+        provider="Chutes",
+        context_length=131_072,
+        prompt_price=0.0,
+        completion_price=0.0,
+        created=1721692800,
+        tokenizer="Llama3",
+    ),
+    Model(
+        id="deepseek/deepseek-r1",
+        name="DeepSeek: R1",
+        provider="DeepInfra",
+        context_length=163_840,
+        prompt_price=0.40 * _PER_M,
+        completion_price=2.00 * _PER_M,
+        created=1737381095,
+        reasoning=True,
+        tokenizer="DeepSeek",
+    ),
+    Model(
+        id="google/gemini-1.5-flash",
+        name="Google: Gemini 1.5 Flash",
+        provider="Google",
+        context_length=1_000_000,
+        prompt_price=0.075 * _PER_M,
+        completion_price=0.30 * _PER_M,
+        created=1715644800,
+        retired=True,
+        fallback_models=("google/gemini-2.0-flash-lite-001",),
+        tokenizer="Gemini",
+    ),
+)
+
+CATALOG: Mapping[str, Model] = MappingProxyType({m.id: m for m in _MODELS})
+
+
+def price_string(usd_per_token: float) -> str:
+    """Format a per-token price the way OpenRouter does: plain decimal, no exponent."""
+    if usd_per_token == 0:
+        return "0"
+    return f"{usd_per_token:.14f}".rstrip("0").rstrip(".")
+
+
+def _model_json(m: Model) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "canonical_slug": m.id,
+        "name": m.name,
+        "created": m.created,
+        "description": f"{m.name} (simulated).",
+        "context_length": m.context_length,
+        "architecture": {
+            "modality": m.modality,
+            "input_modalities": ["text"],
+            "output_modalities": ["text"],
+            "tokenizer": m.tokenizer,
+            "instruct_type": None,
+        },
+        "pricing": {
+            "prompt": price_string(m.prompt_price),
+            "completion": price_string(m.completion_price),
+            "request": "0",
+            "image": "0",
+            "web_search": "0",
+            "internal_reasoning": "0",
+            "input_cache_read": price_string(m.cache_read_price),
+        },
+        "top_provider": {
+            "context_length": m.context_length,
+            "max_completion_tokens": m.max_completion_tokens,
+            "is_moderated": m.provider in ("OpenAI", "Anthropic"),
+        },
+        "per_request_limits": None,
+        "supported_parameters": [
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "response_format",
+            "structured_outputs",
+            "tools",
+            "tool_choice",
+            *(["reasoning", "include_reasoning"] if m.reasoning else []),
+        ],
+    }
+
+
+# Built once at import: GET /models is then a constant byte string.
+_MODELS_BODY = orjson.dumps({"data": [_model_json(m) for m in _MODELS if not m.retired]})
+
+
+def models_payload() -> bytes:
+    """Return the JSON body of GET /models (retired models are not listed, as on OpenRouter)."""
+    return _MODELS_BODY
