@@ -261,7 +261,7 @@ def main() -> None:
     """Entry point: one clear line for any user mistake, never a traceback."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=sys.argv[1:], prog_name="batchrun", standalone_mode=False)
+        code = command.main(args=sys.argv[1:], prog_name="batchrun", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except UsageError as exc:
@@ -278,4 +278,5 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(0)
+    # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
+    sys.exit(code if isinstance(code, int) else 0)

@@ -32,7 +32,8 @@ def open_input(path: Path) -> BinaryIO:
     except OSError as exc:
         raise ConfigError(f"cannot read input {path}: {exc.strerror}") from None
     if raw.peek(2)[:2] == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        raw.close()  # a GzipFile given a fileobj never closes it: let gzip own the file instead
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return raw
 
 

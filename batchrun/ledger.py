@@ -249,8 +249,8 @@ class Ledger:
 
     # -- closing -------------------------------------------------------------------------
 
-    def compact_errors(self, done_ids: set[str]) -> None:
-        """Rewrite the errors file to hold one line (the last) per id that has no result."""
+    def compact_errors(self, done_ids: set[str]) -> int:
+        """Rewrite the errors file to hold one line (the last) per id that has no result; count them."""
         path = self.paths["errors"]
         last: dict[str, int] = {}
         total = 0
@@ -260,11 +260,12 @@ class Ledger:
             if isinstance(custom_id, str) and custom_id not in done_ids:
                 last[custom_id] = number
         if len(last) == total:
-            return
+            return total
         keep = set(last.values())
         with open(path, "rb") as f:
             data = b"".join(line for number, line in enumerate(f, 1) if number in keep)
         _write_atomic(path, data)
+        return len(last)
 
     def close(self) -> None:
         for name in ("_results_fd", "_errors_fd", "_lock_fd"):

@@ -33,7 +33,7 @@ _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _MODEL_GONE = re.compile(
     r"not a valid model id|no endpoints found|model[_ ]not[_ ]found|model[_ ]deprecated|"
-    r"does not exist|is not available|has been deprecated|no allowed providers",
+    r"does not exist|model (?:\S+ )?is not available|has been deprecated|no allowed providers",
     re.IGNORECASE,
 )
 _MODEL_AVAILABILITY_CODES = frozenset({"model_not_found", "model_deprecated", "model_retired"})
@@ -48,6 +48,7 @@ class Verdict:
     body: Any = None  # the parsed JSON body, or the text of a non-JSON one
     retry_after: float | None = None  # seconds the server asked us to wait
     fallback_models: tuple[str, ...] = ()
+    over_limit: bool = False  # the server says we hit its own limit: slow the whole pool down
 
     @property
     def ok(self) -> bool:
@@ -151,10 +152,10 @@ def _classify_error_status(
     if status == 429:
         if "insufficient_quota" in text or "free-models-per-day" in text:
             return Verdict(ErrorKind.INSUFFICIENT_CREDITS, message, body, wait)
-        return Verdict(ErrorKind.RATE_LIMITED, message, body, wait)
+        return Verdict(ErrorKind.RATE_LIMITED, message, body, wait, over_limit=_own_limit(headers, metadata))
     if status == 402:
         if "in_flight" in text or "in-flight" in text:
-            return Verdict(ErrorKind.RATE_LIMITED, message, body, wait)
+            return Verdict(ErrorKind.RATE_LIMITED, message, body, wait, over_limit=True)
         return Verdict(ErrorKind.INSUFFICIENT_CREDITS, message, body)
     if status == 401:
         return Verdict(ErrorKind.AUTH_ERROR, message, body)
@@ -177,6 +178,17 @@ def _classify_error_status(
     if status in (408, 409) or status >= 500:
         return Verdict(ErrorKind.SERVER_ERROR, message, body, wait)
     return Verdict(ErrorKind.INVALID_REQUEST, message, body)
+
+
+def _own_limit(headers: Mapping[str, str], metadata: Mapping[str, Any]) -> bool:
+    """A 429 for the client's own quota (remaining 0), as opposed to an upstream provider's."""
+    inner = metadata.get("headers")
+    inner = _lowercase(inner) if isinstance(inner, dict) else {}
+    for source in (headers, inner):
+        for name in ("x-ratelimit-remaining", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"):
+            if str(source.get(name, "")).strip() == "0":
+                return True
+    return False
 
 
 def parse_retry_after(headers: Mapping[str, str], body: Any, now: float) -> float | None:
@@ -278,7 +290,7 @@ def backoff(
     attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] = random.random
 ) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(attempt-1)))."""
-    return rng() * min(cap, base * 2.0 ** max(attempt - 1, 0))
+    return rng() * min(cap, base * 2.0 ** min(max(attempt - 1, 0), 64))  # 2.0**1024 overflows
 
 
 def retry_wait(

@@ -151,7 +151,6 @@ class Runner:
             from batchrun.sim import SimProcess  # the simulator is only loaded when asked for
 
             sim = stack.enter_context(SimProcess(_sim_args(config.sim)))
-            self._emit(Notice(f"simulator started at {sim.base_url}"))
             return sim.base_url, self._api_key or _SIM_KEY
         api_key = self._api_key or api_key_from_env(config)
         if api_key is None and is_openrouter(config.base_url):
@@ -372,7 +371,7 @@ class Runner:
             self._finish(item, None)
             return
         if kind == ErrorKind.RATE_LIMITED:
-            self._limits.on_rate_limited(verdict.retry_after)
+            self._limits.on_rate_limited(verdict.retry_after, over_limit=verdict.over_limit)
         if kind in RETRYABLE_KINDS:
             if self._stop_kind is not None:
                 self._leave_unfinished(item)  # not retried now: the rerun will

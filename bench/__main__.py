@@ -1,0 +1,5 @@
+"""``python -m bench``: run the benchmark scenarios (see bench/run.py)."""
+
+from bench.run import main
+
+main()

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real simulator on loopback, input files, and the CLI as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrun.sim import SimConfig, SimServer
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., SimServer]]:
+    """Start simulators with the given SimConfig fields; all are stopped after the test."""
+    started: list[SimServer] = []
+
+    def start(**options: Any) -> SimServer:
+        server = SimServer(SimConfig(**options)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., SimServer]) -> SimServer:
+    return sim_factory()
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def prompts(n: int, *, prefix: str = "p", max_tokens: int = 8) -> list[dict[str, Any]]:
+    return [
+        {"custom_id": f"{prefix}{i}", "prompt": f"Say something about item {i}.", "max_tokens": max_tokens}
+        for i in range(n)
+    ]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    env.update({"OPENROUTER_API_KEY": "sk-or-test", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def batchrun_cmd(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "batchrun", *map(str, args)]
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        batchrun_cmd(*args), capture_output=True, text=True, timeout=timeout,
+        env=env if env is not None else cli_env(),
+    )
+
+
+def job_file(tmp_path: Path, input_path: Path, *, output: Path | None = None, extra: str = "") -> Path:
+    """A job file whose retries are scaled down so tests never wait whole seconds."""
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'input = "{input_path}"\n'
+        f'output = "{output or tmp_path / "out.jsonl"}"\n'
+        f"{extra}\n"
+        "[retry]\nbackoff_base_s = 0.01\nbackoff_cap_s = 0.05\n"
+    )
+    return job
