@@ -169,6 +169,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Resume into an output made with another input, model or parameters."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or periodic log lines."),
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
+    log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
@@ -180,7 +181,7 @@ def run(
         "output": output, "model": model, "base_url": "sim" if sim else base_url, "rpm": rpm,
         "tpm": tpm, "concurrency": concurrency, "max_attempts": max_attempts, "timeout_s": timeout,
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
-        "force": force or None, "params": _parse_params(param),
+        "force": force or None, "params": _parse_params(param), "log_path": log,
     }
     config = load_config(target, overrides)
     if hasattr(signal, "SIGXFSZ"):

@@ -73,6 +73,7 @@ class JobConfig:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     fsync_interval_s: float = 1.0
+    log_path: Path | None = None  # --log: one JSON line per attempt
     sim: Mapping[str, Any] = field(default_factory=dict)  # options for the simulator under --sim
 
     def __post_init__(self) -> None:

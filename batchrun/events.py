@@ -17,6 +17,7 @@ class Planned:
     total_lines: int
     total_is_estimate: bool
     already_done: int
+    worst_case_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

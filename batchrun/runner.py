@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from batchrun.pricing import PriceBook, response_cost, usage_of
 from batchrun.records import InputParser, InvalidLine, Request, error_record, success_record
 from batchrun.retry import Verdict, classify_response, retry_wait
 from batchrun.summary import Summary
+from batchrun.trace import Trace
 from batchrun.transport import Transport, is_openrouter
 from batchrun.workqueue import WorkQueue
 
@@ -102,6 +103,7 @@ class Runner:
         self._done_ids: set[str] = set()
         self._transport: Transport | None = None
         self._ledger: Ledger | None = None
+        self._trace: Trace | None = None
 
     # -- control -------------------------------------------------------------------------
 
@@ -123,6 +125,9 @@ class Runner:
             self._ledger = ledger
             stack.callback(ledger.close)
             state = ledger.open(self._manifest(), force=config.force)
+            if config.log_path is not None:
+                self._trace = Trace(config.log_path)
+                stack.callback(self._trace.close)
             self._announce_repairs(state)
             self._done_ids = state.done_ids
             self.summary.already_done = len(state.done_ids)
@@ -135,7 +140,9 @@ class Runner:
             self._transport = transport
             await self._load_prices(transport, base_url)
             self._check_budget_prices()
-            self._emit(self._plan(base_url, state))
+            plan = self._plan(base_url, state)
+            plan = await self._check_key(transport, base_url, plan)
+            self._emit(plan)
             try:
                 await self._pipeline(state)
             finally:
@@ -196,6 +203,26 @@ class Runner:
                 "with prompt_per_m and completion_per_m to the job file"
             )
 
+    async def _check_key(self, transport: Transport, base_url: str, plan: Planned) -> Planned:
+        """On OpenRouter, compare the key's remaining limit with the budget and the worst case."""
+        if not (self.config.use_sim or is_openrouter(base_url)):
+            return plan
+        payload = await transport.get_json("/key")
+        data = payload.get("data") if isinstance(payload, dict) else None
+        remaining = data.get("limit_remaining") if isinstance(data, dict) else None
+        if not isinstance(remaining, (int, float)) or isinstance(remaining, bool):
+            return plan
+        budget = self.config.max_cost_usd
+        if budget is not None and budget > remaining:
+            raise ConfigError(
+                f"--max-cost ${budget:g} is more than this key can still spend (${remaining:.4f}): "
+                "lower --max-cost or raise the key's limit on openrouter.ai"
+            )
+        if plan.worst_case_usd is not None and plan.worst_case_usd > remaining:
+            text = plan.text + f" | key has ${remaining:.4f} left, below the worst case"
+            return replace(plan, text=text)
+        return plan
+
     def _plan(self, base_url: str, state: ResumeState) -> Planned:
         config = self.config
         size = measure(config.input)
@@ -210,6 +237,7 @@ class Runner:
         text = " ".join(parts) + f" | {'simulator ' if config.use_sim else ''}{base_url} | model {config.model}"
         max_tokens = config.params.get("max_tokens", config.params.get("max_completion_tokens"))
         price = self._prices.get(config.model)
+        worst: float | None = None
         if price is not None and isinstance(max_tokens, int) and size.lines:
             todo = max(lines - len(state.done_ids), 0)
             prompt_tokens = size.text_bytes / max(size.lines, 1) / 4 + 16
@@ -219,7 +247,7 @@ class Runner:
             text += " | cost: no price known"
         else:
             text += " | worst case unknown (no max_tokens)"
-        return Planned(text, lines, not size.exact, len(state.done_ids))
+        return Planned(text, lines, not size.exact, len(state.done_ids), worst)
 
     async def _pipeline(self, state: ResumeState) -> None:
         kept = set() if self.config.retry_failed else {
@@ -362,8 +390,12 @@ class Runner:
             item.reserved_usd = 0.0
 
         kind = verdict.kind
+        trace = self._trace
         if kind is None:
             usage = usage or response_cost(None, None, self._prices)
+            if trace is not None:
+                trace.attempt(item.custom_id, item.attempts, status=status, kind=None,
+                              latency_s=latency, usage=usage, outcome="done")
             record = success_record(item, raw.strip(), body, usage, latency)
             self._write_result(record)
             self._done_ids.add(item.custom_id)
@@ -374,17 +406,29 @@ class Runner:
             self._limits.on_rate_limited(verdict.retry_after, over_limit=verdict.over_limit)
         if kind in RETRYABLE_KINDS:
             if self._stop_kind is not None:
+                if trace is not None:
+                    trace.attempt(item.custom_id, item.attempts, status=status, kind=kind,
+                                  latency_s=latency, usage=usage, message=verdict.message, outcome="left")
                 self._leave_unfinished(item)  # not retried now: the rerun will
                 return
             if item.attempts < self.config.max_attempts:
                 wait = retry_wait(
                     verdict, item.attempts, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s
                 )
+                if trace is not None:
+                    reason = "server asked (Retry-After or reset header)" if verdict.retry_after is not None \
+                        else "exponential backoff with full jitter"
+                    trace.attempt(item.custom_id, item.attempts, status=status, kind=kind,
+                                  latency_s=latency, usage=usage, message=verdict.message,
+                                  wait_s=wait, wait_reason=reason, outcome="retry")
                 self._emit(Retrying(item.custom_id, item.attempts, kind, wait, verdict.message))
                 asyncio.get_running_loop().call_later(wait, self._retry, item)
                 return
         if kind == ErrorKind.MODEL_UNAVAILABLE:
             self._mark_unavailable(item.model, verdict)
+        if trace is not None:
+            trace.attempt(item.custom_id, item.attempts, status=status, kind=kind, latency_s=latency,
+                          usage=usage, message=verdict.message, outcome="failed")
         record = error_record(
             item.custom_id, item.line, kind, verdict.message, status=status, body=body,
             usage=usage, request=item, latency_s=latency,
@@ -444,6 +488,8 @@ class Runner:
                     broken = True
                     self.stop(exc.kind, str(exc))
                 if ledger.sync_due():
+                    if self._trace is not None:
+                        self._trace.flush()
                     await asyncio.to_thread(ledger.sync)
             if self._closing and (broken or not (self._pending_results or self._pending_errors)):
                 return

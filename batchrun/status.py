@@ -1,48 +1,272 @@
-"""A job's summary from its output files alone (also while the job is running)."""
+"""A job's figures from its output files alone, also while the job is running.
+
+The counts come from the same ``Summary`` the end of ``run`` prints, fed the same records: every
+results line, then the last errors line of each id that has no result. On top of that ``status``
+says whether a run holds the output's lock, the rate over the last minute and, when the input
+named in the manifest can be counted, how much is left and when it should be done.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
+from batchrun.inputs import measure
 from batchrun.ledger import read_records
 from batchrun.summary import Summary
 
-__all__ = ["job_summary"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: whether a run is active is unknown
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "JobStatus",
+    "final_records",
+    "job_status",
+    "job_summary",
+    "parse_stamp",
+    "read_manifest",
+    "run_active",
+]
+
+RATE_WINDOW_S = 60
 
 
-def job_summary(output: Path) -> Summary:
-    """Count the results file and the errors file (last line per id, ids with a result excluded)."""
+def final_records(output: Path) -> Iterator[dict[str, Any]]:
+    """Yield each id's final record: every results line, then the last errors line of ids without one.
+
+    Memory grows with the number of ids, never with the size of the records: the errors file is read
+    twice (once to find each id's last line, once to yield those lines) instead of being held.
+    """
     paths = output_paths(output)
     if not paths["results"].exists() and not paths["errors"].exists():
         raise ConfigError(f"no output at {output}: give the results file of a job (-o of batchrun run)")
-    summary = Summary()
     done: set[str] = set()
     for _, record in read_records(paths["results"]):
         if isinstance(record, dict):
-            summary.add(record)
             done.add(str(record.get("custom_id")))
-    failing: dict[str, dict] = {}
-    for _, record in read_records(paths["errors"]):
-        if isinstance(record, dict) and str(record.get("custom_id")) not in done:
-            failing[str(record.get("custom_id"))] = record
-    for record in failing.values():
+            yield record
+    last_line: dict[str, int] = {}
+    for number, record in read_records(paths["errors"]):
+        if isinstance(record, dict) and (custom_id := str(record.get("custom_id"))) not in done:
+            last_line[custom_id] = number
+    keep = set(last_line.values())
+    if keep:
+        for number, record in read_records(paths["errors"]):
+            if number in keep:
+                yield record
+
+
+def parse_stamp(stamp: Any) -> int | None:
+    """A ``finished_at`` stamp (``2026-11-25T10:00:00Z``) as epoch seconds, or None."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+class _StampReader:
+    """Parses stamps, remembering the last one: records finished in one second share it."""
+
+    __slots__ = ("_last", "_value")
+
+    def __init__(self) -> None:
+        self._last: Any = None
+        self._value: int | None = None
+
+    def __call__(self, stamp: Any) -> int | None:
+        if stamp != self._last:
+            self._last, self._value = stamp, parse_stamp(stamp)
+        return self._value
+
+
+def job_summary(output: Path) -> Summary:
+    """The summary of a job from its files: the same figures ``run`` prints at its end."""
+    return job_status(output, check_input=False).summary
+
+
+def read_manifest(output: Path) -> dict[str, Any] | None:
+    """The output's manifest (input path, model, request parameters), or None if unreadable."""
+    try:
+        manifest = orjson.loads(output_paths(output)["manifest"].read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def run_active(output: Path) -> bool | None:
+    """Whether a run holds the output's lock now (None where flock does not exist).
+
+    The lock file keeps the pid of the last run. If no process has that pid, no run can hold the
+    lock and nothing is touched. Otherwise a shared, non-blocking flock on a fresh descriptor tells:
+    it fails while a run holds its exclusive lock, and is released at once when it succeeds (a run
+    starting in that instant would be told the output is busy: the window is a few microseconds).
+    """
+    if fcntl is None:  # pragma: no cover
+        return None
+    path = output_paths(output)["lock"]
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        pid_text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+@dataclass
+class JobStatus:
+    """Where a job stands: its summary plus what only a look at the files and the lock can tell."""
+
+    output: Path
+    summary: Summary
+    active: bool | None
+    input_path: str | None
+    total_lines: int | None  # non-blank input lines (None: input unknown or unreadable)
+    total_exact: bool
+    first_finished: int | None  # epoch seconds
+    last_finished: int | None
+    recent: int  # records finished in the last RATE_WINDOW_S seconds
+    rate_per_s: float  # over the last minute (or the whole run when it was shorter)
+
+    @property
+    def finished(self) -> int:
+        return self.summary.finished
+
+    @property
+    def remaining(self) -> int | None:
+        if self.total_lines is None:
+            return None
+        return max(self.total_lines - self.finished, 0)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until the last line is done at the recent rate; only while a run is active."""
+        remaining = self.remaining
+        if not self.active or remaining is None or self.rate_per_s <= 0:
+            return None
+        return remaining / self.rate_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary.to_dict(),
+            "output": str(self.output),
+            "active": self.active,
+            "input": self.input_path,
+            "total_lines": self.total_lines,
+            "total_exact": self.total_exact,
+            "finished": self.finished,
+            "remaining": self.remaining,
+            "first_finished_at": _iso(self.first_finished),
+            "last_finished_at": _iso(self.last_finished),
+            "rate_last_minute_per_s": self.rate_per_s,
+            "eta_s": self.eta_s,
+        }
+
+    def lines(self) -> list[str]:
+        """The summary as ``run`` prints it, then progress, rate and whether a run is active."""
+        out = self.summary.lines()
+        state = {True: "running", False: "not running", None: "unknown (no file locks here)"}[self.active]
+        out.append(f"run {state}; last finished {_iso(self.last_finished) or 'never'}")
+        out.append(f"rate over the last minute {self.rate_per_s:,.2f} req/s ({self.recent:,} finished)")
+        if self.total_lines is not None:
+            approx = "" if self.total_exact else "~"
+            done = self.finished
+            share = 100.0 * done / self.total_lines if self.total_lines else 100.0
+            text = f"progress {done:,} of {approx}{self.total_lines:,} lines ({share:.1f} %)"
+            if self.eta_s is not None:
+                text += f", ETA {_duration(self.eta_s)}"
+            elif self.active is False and self.remaining:
+                text += f"; {self.remaining:,} not finished (run the job again to resume)"
+            out.append(text)
+        return out
+
+
+def job_status(output: Path, *, now: float | None = None, check_input: bool = True) -> JobStatus:
+    """Read a job's output files (and its lock and manifest) and say where it stands."""
+    summary = Summary()
+    per_second: Counter[int] = Counter()
+    stamp_of = _StampReader()
+    for record in final_records(output):
         summary.add(record)
-    summary.wall_s = _span_s(paths["results"], paths["errors"])
-    return summary
+        second = stamp_of(record.get("finished_at"))
+        if second is not None:
+            per_second[second] += 1
+    first = min(per_second) if per_second else None
+    last = max(per_second) if per_second else None
+    summary.wall_s = float(max(last - first, 1)) if first is not None and last is not None else 0.0
+    active = run_active(output)
+    now_s = int(now if now is not None else datetime.now(timezone.utc).timestamp())
+    end = now_s if active else last
+    recent, rate = 0, 0.0
+    if end is not None and first is not None:
+        recent = sum(n for second, n in per_second.items() if end - RATE_WINDOW_S < second <= end)
+        span = min(RATE_WINDOW_S, max(end - first + 1, 1))
+        rate = recent / span
+    manifest = read_manifest(output) if check_input else None
+    input_path = total = None
+    exact = False
+    if manifest is not None:
+        raw_path = (manifest.get("input") or {}).get("path")
+        if isinstance(raw_path, str):
+            input_path = raw_path
+            with contextlib.suppress(OSError, ConfigError):
+                size = measure(Path(raw_path))
+                total, exact = size.lines, size.exact
+    return JobStatus(output, summary, active, input_path, total, exact, first, last, recent, rate)
 
 
-def _span_s(*paths: Path) -> float:
-    """Seconds from the first to the last ``finished_at`` in the files (second resolution)."""
-    stamps = [
-        record["finished_at"]
-        for path in paths
-        for _, record in read_records(path)
-        if isinstance(record, dict) and isinstance(record.get("finished_at"), str)
-    ]
-    if not stamps:
-        return 0.0
-    first, last = (datetime.fromisoformat(s.replace("Z", "+00:00")) for s in (min(stamps), max(stamps)))
-    return max((last - first).total_seconds(), 1.0)
+def _iso(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

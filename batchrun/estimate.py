@@ -1,0 +1,242 @@
+"""A dry run: what a job would send, what it could cost and how long it would take. Sends nothing.
+
+The input is streamed through the same ``InputParser`` the runner uses, so requests, invalid lines
+and the ``--limit`` cut are counted exactly as a run would count them; nothing of a line is kept.
+How the figures are made (each is printed with its assumption):
+
+- input tokens: ``records.estimate_prompt_tokens``, 4 characters per token plus 4 per message
+  (no tokenizer can be downloaded offline; about ±20 % for English prose);
+- worst-case output tokens: the sum of every request's ``max_tokens``; requests without one are
+  counted as unbounded;
+- cost, per request at its model's price (job ``[pricing]``, then the built-in table):
+  low = the input alone at 80 % of the estimate (a reply costs at least nothing);
+  expected = the input estimate plus half of ``max_tokens`` (``ASSUMED_UNBOUNDED_OUTPUT`` tokens
+  when there is none);
+  worst = the input at 120 % of the estimate plus all of ``max_tokens``, each request billed once;
+- duration: the slowest of the configured limits (rpm; tpm booked as prompt + max_tokens, as the
+  limiter does; concurrency at ``ASSUMED_LATENCY_S`` per request).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrun.config import JobConfig, output_paths
+from batchrun.inputs import iter_lines, open_input
+from batchrun.ledger import read_records
+from batchrun.pricing import PriceBook
+from batchrun.records import InputParser, InvalidLine
+
+__all__ = [
+    "ASSUMED_LATENCY_S",
+    "ASSUMED_UNBOUNDED_OUTPUT",
+    "EXPECTED_OUTPUT_SHARE",
+    "INPUT_ERROR",
+    "Estimate",
+    "estimate",
+]
+
+INPUT_ERROR = 0.20  # how far the 4-characters-per-token rule can be off, either way
+EXPECTED_OUTPUT_SHARE = 0.5  # of max_tokens, for the expected cost
+ASSUMED_UNBOUNDED_OUTPUT = 256  # output tokens expected of a request with no max_tokens
+ASSUMED_LATENCY_S = 1.0  # per request, for the duration at a concurrency cap
+
+
+@dataclass
+class Estimate:
+    """The figures of a dry run; ``lines()`` prints them with their assumptions."""
+
+    input: str
+    model: str
+    lines_read: int = 0
+    requests: int = 0
+    invalid_lines: int = 0
+    already_done: int = 0
+    input_tokens: int = 0
+    output_tokens_worst: int = 0  # sum of max_tokens over requests that have one
+    unbounded: int = 0  # requests without max_tokens
+    cost_low: float = 0.0
+    cost_expected: float = 0.0
+    cost_worst: float = 0.0  # over requests with max_tokens and a known price
+    unpriced: Counter[str] = field(default_factory=Counter)  # model -> requests with no price
+    models: Counter[str] = field(default_factory=Counter)
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = 1
+    booked_tokens: int = 0  # what a tpm limiter books: prompt estimate + max_tokens
+
+    @property
+    def worst_bounded(self) -> bool:
+        """True when the worst case is a real ceiling: every request has max_tokens and a price."""
+        return self.unbounded == 0 and not self.unpriced
+
+    def durations_s(self) -> dict[str, float | None]:
+        """Seconds each limit alone needs for the requests; None where the limit is not set."""
+        n = self.requests
+        return {
+            "rpm": n / self.rpm * 60.0 if self.rpm else None,
+            "tpm": self.booked_tokens / self.tpm * 60.0 if self.tpm else None,
+            "concurrency": n * ASSUMED_LATENCY_S / self.concurrency,
+        }
+
+    @property
+    def duration_s(self) -> float:
+        """The slowest limit sets the pace."""
+        return max(v for v in self.durations_s().values() if v is not None)
+
+    @property
+    def binding_limit(self) -> str:
+        durations = self.durations_s()
+        return max((k for k, v in durations.items() if v is not None), key=lambda k: durations[k] or 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "model": self.model,
+            "models": dict(self.models),
+            "lines_read": self.lines_read,
+            "requests": self.requests,
+            "invalid_lines": self.invalid_lines,
+            "already_done": self.already_done,
+            "input_tokens_est": self.input_tokens,
+            "output_tokens_worst": self.output_tokens_worst,
+            "requests_without_max_tokens": self.unbounded,
+            "cost_usd": {
+                "low": self.cost_low,
+                "expected": self.cost_expected,
+                "worst": self.cost_worst if self.worst_bounded else None,
+                "worst_bounded_part": self.cost_worst,
+            },
+            "requests_without_price": dict(self.unpriced),
+            "duration_s": {**self.durations_s(), "estimate": self.duration_s, "binding": self.binding_limit},
+            "assumptions": {
+                "input_tokens": "4 characters per token + 4 per message (no tokenizer); "
+                                f"±{INPUT_ERROR:.0%} in the cost range",
+                "expected_output_share_of_max_tokens": EXPECTED_OUTPUT_SHARE,
+                "expected_output_without_max_tokens": ASSUMED_UNBOUNDED_OUTPUT,
+                "latency_s_per_request": ASSUMED_LATENCY_S,
+                "billed_once": True,
+            },
+        }
+
+    def lines(self) -> list[str]:
+        """The estimate as ``batchrun estimate`` prints it: each figure with how it was made."""
+        models = ", ".join(f"{m} ({n:,})" for m, n in self.models.most_common()) or self.model
+        out = [f"input {self.input}: {self.lines_read:,} lines read, model {models}"]
+        requests = f"requests {self.requests:,}  invalid lines {self.invalid_lines:,}"
+        if self.already_done:
+            requests += f"  already done {self.already_done:,} (not sent again)"
+        out.append(requests)
+        out.append(
+            f"input tokens ~{self.input_tokens:,} (estimated: 4 characters per token + 4 per message, "
+            f"about ±{INPUT_ERROR:.0%}; no tokenizer)"
+        )
+        output = f"output tokens at most {self.output_tokens_worst:,} (sum of max_tokens)"
+        if self.unbounded:
+            output += f"; {self.unbounded:,} requests have no max_tokens: unbounded"
+        out.append(output)
+        if self.unpriced:
+            names = ", ".join(sorted(self.unpriced))
+            out.append(
+                f"no price known for {names} ({sum(self.unpriced.values()):,} requests): their cost is "
+                "left out; add [pricing.\"MODEL\"] prompt_per_m/completion_per_m to the job file"
+            )
+        worst = f"${self.cost_worst:.6f}" if self.worst_bounded else (
+            f"unbounded (${self.cost_worst:.6f} for the requests with max_tokens and a price)"
+        )
+        out.append(f"cost: low ${self.cost_low:.6f}  expected ${self.cost_expected:.6f}  worst {worst}")
+        out.append(
+            f"  low = input at {1 - INPUT_ERROR:.0%} of the estimate, no output; expected = input + "
+            f"{EXPECTED_OUTPUT_SHARE:.0%} of max_tokens"
+            + (f" ({ASSUMED_UNBOUNDED_OUTPUT} tokens without one)" if self.unbounded else "")
+            + f"; worst = input at {1 + INPUT_ERROR:.0%} + all of max_tokens, each request billed once"
+        )
+        out.append(self._duration_line())
+        return out
+
+    def _duration_line(self) -> str:
+        durations = self.durations_s()
+        at_concurrency = (
+            f"at concurrency {self.concurrency} and ~{ASSUMED_LATENCY_S:g} s per request: "
+            f"~{_duration(durations['concurrency'] or 0.0)}"
+        )
+        if self.rpm is None and self.tpm is None:
+            return f"duration: unbounded by rate limits; {at_concurrency}"
+        parts = []
+        if durations["rpm"] is not None:
+            parts.append(f"rpm {self.rpm:g}: ≥ {_duration(durations['rpm'])}")
+        if durations["tpm"] is not None:
+            parts.append(
+                f"tpm {self.tpm:g}: ≥ {_duration(durations['tpm'])} ({self.booked_tokens:,} tokens booked)"
+            )
+        parts.append(at_concurrency)
+        return f"duration ~{_duration(self.duration_s)} (set by {self.binding_limit}); " + "; ".join(parts)
+
+
+def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
+    """Stream the job's input and add up what a run of ``config`` would send. No network."""
+    prices = prices or PriceBook(config.pricing)
+    result = Estimate(
+        input=str(config.input), model=config.model, rpm=config.rpm, tpm=config.tpm,
+        concurrency=config.concurrency,
+    )
+    done_ids = _done_ids(config)
+    result.already_done = len(done_ids)
+    parser = InputParser(
+        model=config.model, params=config.params, system=config.system, template=config.template,
+        skip_ids=done_ids, budget_set=config.max_cost_usd is not None,
+    )
+    low_share, high_share = 1 - INPUT_ERROR, 1 + INPUT_ERROR
+    with open_input(config.input) as stream:
+        for number, raw in iter_lines(stream):
+            if config.limit is not None and result.lines_read >= config.limit:
+                break
+            result.lines_read += 1
+            item = parser.parse(raw, number)
+            if item is None:
+                continue
+            if isinstance(item, InvalidLine):
+                result.invalid_lines += 1
+                continue
+            result.requests += 1
+            result.models[item.model] += 1
+            prompt = item.prompt_tokens_est
+            result.input_tokens += prompt
+            result.booked_tokens += item.est_tokens
+            max_tokens = item.max_tokens
+            if max_tokens is None:
+                result.unbounded += 1
+            else:
+                result.output_tokens_worst += max_tokens
+            price = prices.get(item.model)
+            if price is None:
+                result.unpriced[item.model] += 1
+                continue
+            result.cost_low += low_share * prompt * price.prompt
+            expected_output = (
+                ASSUMED_UNBOUNDED_OUTPUT if max_tokens is None else EXPECTED_OUTPUT_SHARE * max_tokens
+            )
+            result.cost_expected += prompt * price.prompt + expected_output * price.completion
+            if max_tokens is not None:
+                result.cost_worst += high_share * prompt * price.prompt + max_tokens * price.completion
+    return result
+
+
+def _done_ids(config: JobConfig) -> set[str]:
+    """Ids the output already has a result for: a run would not send them again."""
+    results = output_paths(config.output)["results"]
+    done: set[str] = set()
+    for _, record in read_records(results):
+        if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
+            done.add(record["custom_id"])
+    return done
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
