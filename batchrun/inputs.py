@@ -1,18 +1,38 @@
-"""Stream an input file line by line (plain or gzip), and size it up quickly for the plan line."""
+"""Stream an input file line by line (plain or gzip), and size it up quickly for the plan line.
+
+JSONL is read as bytes, line by line. A CSV (or TSV) file, by its name (``.csv``, ``.csv.gz``,
+``.tsv``, ``.tsv.gz``), goes through the same two calls: ``open_input`` returns a ``TableReader``
+and ``iter_lines`` yields each data row as a ``TableRow``: bytes holding the row as a JSON object
+(so it reads like a JSONL line), with the row's fields attached, which ``InputParser.parse``
+treats as a row of data (fields fill the template; none is ever sent as a request parameter).
+"""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Union
+
+import orjson
 
 from batchrun.errors import ConfigError
 
-__all__ = ["InputSize", "fingerprint", "iter_lines", "measure", "open_input"]
+__all__ = [
+    "InputSize",
+    "TableReader",
+    "TableRow",
+    "fingerprint",
+    "is_table",
+    "iter_lines",
+    "measure",
+    "open_input",
+]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # Below this size the plan line counts lines exactly; above it, it estimates from a sample so
@@ -21,8 +41,126 @@ _EXACT_COUNT_BYTES = 64 * 1024 * 1024
 _BLOCK = 1024 * 1024
 
 
-def open_input(path: Path) -> BinaryIO:
-    """Open the input for reading bytes, decompressing gzip; a clear error if it cannot be read."""
+_TABLE_SUFFIXES = {".csv": ",", ".csv.gz": ",", ".tsv": "\t", ".tsv.gz": "\t"}
+# The csv module refuses fields over 128 KiB by default; batchrun sets no length limit of its own.
+_FIELD_LIMIT = 2**31 - 1
+
+
+def _table_delimiter(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, delimiter in _TABLE_SUFFIXES.items():
+        if name.endswith(suffix):
+            return delimiter
+    return None
+
+
+def is_table(path: Path) -> bool:
+    """True when the input is read as CSV/TSV (by its name), not as JSONL."""
+    return _table_delimiter(path) is not None
+
+
+class TableRow(bytes):
+    """One CSV row as JSON-object bytes, with its fields (``row``) or why it is bad (``error``)."""
+
+    row: dict[str, str]
+    error: str | None
+
+    @classmethod
+    def make(cls, row: dict[str, str], error: str | None = None) -> TableRow:
+        made = cls(orjson.dumps(row))
+        made.row = row
+        made.error = error
+        return made
+
+
+class TableReader:
+    """An open CSV/TSV input: a header row, then one row per record; a context manager."""
+
+    def __init__(self, binary: BinaryIO, delimiter: str) -> None:
+        self._binary = binary
+        # utf-8-sig drops the BOM spreadsheet programs write; surrogateescape keeps a bad byte
+        # to the row it is in, which then becomes an invalid_input record, not a stopped job.
+        self._text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        self._delimiter = delimiter
+
+    def __enter__(self) -> TableReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._text.close()
+
+    def rows(self) -> Iterator[tuple[int, TableRow]]:
+        """Yield (1-based line number where the row starts, row) for every non-blank data row."""
+        if csv.field_size_limit() < _FIELD_LIMIT:
+            csv.field_size_limit(_FIELD_LIMIT)
+        reader = csv.reader(self._text, delimiter=self._delimiter)
+        header = self._header(reader)
+        width = len(header)
+        while True:
+            start = reader.line_num + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield start, TableRow.make({}, f"not valid CSV: {exc}")
+                continue
+            if not any(v.strip() for v in values):
+                continue
+            row = dict(zip(header, values))
+            error = None
+            if len(values) > width:
+                error = f"row has {len(values)} values but the header has {width} columns"
+            elif any(_has_bad_bytes(v) for v in values):
+                error = "not valid UTF-8: save the file as UTF-8"
+                row = {k: v.encode("utf-8", "replace").decode() for k, v in row.items()}
+            yield start, TableRow.make(row, error)
+
+    @staticmethod
+    def _header(reader: Any) -> list[str]:
+        try:
+            header = next(reader)
+        except StopIteration:
+            return []
+        except csv.Error as exc:
+            raise ConfigError(f"the CSV header row cannot be read: {exc}") from None
+        header = [name.strip() for name in header]
+        seen: set[str] = set()
+        for name in header:
+            if not name:
+                raise ConfigError("the CSV header row has an empty column name: name every column")
+            if name in seen:
+                raise ConfigError(f"the CSV header row names column {name!r} twice")
+            seen.add(name)
+        return header
+
+
+def _has_bad_bytes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+InputStream = Union[BinaryIO, TableReader]
+
+
+def open_input(path: Path) -> InputStream:
+    """Open the input: bytes for JSONL (gzip decompressed), a TableReader for CSV/TSV.
+
+    A clear ConfigError if it cannot be read. Use it as a context manager and pass it to
+    ``iter_lines``.
+    """
+    binary = _open_binary(path)
+    delimiter = _table_delimiter(path)
+    return binary if delimiter is None else TableReader(binary, delimiter)
+
+
+def _open_binary(path: Path) -> BinaryIO:
     try:
         raw = open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
@@ -37,9 +175,15 @@ def open_input(path: Path) -> BinaryIO:
     return raw
 
 
-def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """Yield (1-based line number, line without its line end) for every non-blank line."""
+def iter_lines(stream: InputStream) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, line without its line end) for every non-blank line.
+
+    From a TableReader, each line is a ``TableRow`` (the row as JSON-object bytes).
+    """
     try:
+        if isinstance(stream, TableReader):
+            yield from stream.rows()
+            return
         for number, line in enumerate(stream, 1):
             line = line.rstrip(b"\r\n")
             if line.strip():
@@ -60,7 +204,8 @@ class InputSize:
 def measure(path: Path) -> InputSize:
     """Count non-blank lines, exactly for small files, from a 1 MiB sample for large ones."""
     size = os.path.getsize(path)
-    with open_input(path) as stream:
+    header = 1 if is_table(path) else 0  # approximate for CSV: quoted fields may hold line ends
+    with _open_binary(path) as stream:
         gz = isinstance(stream, gzip.GzipFile)
         limit = _EXACT_COUNT_BYTES // (8 if gz else 1)
         if size <= limit:
@@ -70,12 +215,12 @@ def measure(path: Path) -> InputSize:
                 lines += chunk.count(b"\n")
             if text and not chunk.endswith(b"\n"):
                 lines += 1
-            return InputSize(lines, text, True)
+            return InputSize(max(lines - header, 0), text, True)
         sample = stream.read(_BLOCK)
         consumed = stream.fileobj.tell() if gz else len(sample)  # type: ignore[attr-defined]
     sample_lines = max(sample.count(b"\n"), 1)
     scale = size / max(consumed, 1)
-    return InputSize(round(sample_lines * scale), round(len(sample) * scale), False)
+    return InputSize(max(round(sample_lines * scale) - header, 0), round(len(sample) * scale), False)
 
 
 def fingerprint(path: Path) -> str:

@@ -205,12 +205,19 @@ class Ledger:
         _write_atomic(self.paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
     def _scan(self, state: ResumeState) -> None:
-        for _, record in read_records(self.paths["results"]):
-            custom_id = record.get("custom_id") if isinstance(record, dict) else None
-            if isinstance(custom_id, str):
-                state.done_ids.add(custom_id)
-            else:
-                state.corrupt_lines += 1
+        done = state.done_ids
+        try:
+            results = open(self.paths["results"], "rb")  # noqa: SIM115 - closed just below
+        except FileNotFoundError:
+            results = None
+        if results is not None:
+            with results:
+                for line in results:  # the tail was repaired: every line is complete
+                    custom_id = _custom_id_of(line)
+                    if custom_id is None:
+                        state.corrupt_lines += 1
+                    else:
+                        done.add(custom_id)
         for _, record in read_records(self.paths["errors"]):
             custom_id = record.get("custom_id") if isinstance(record, dict) else None
             error = record.get("error") if isinstance(record, dict) else None
@@ -276,6 +283,31 @@ class Ledger:
                         os.fsync(fd)
                     os.close(fd)
                 setattr(self, name, None)
+
+
+_OUR_PREFIX = b'{"id":"batch_req_'
+_ID_KEY = b'"custom_id":"'
+
+
+def _custom_id_of(line: bytes) -> str | None:
+    """The custom_id of a results line; our own lines are read without a full JSON parse.
+
+    Our writer puts ``id`` then ``custom_id`` first, so the id is found in the first bytes; this
+    makes resuming a finished 100,000-line job cost less than parsing its output once.
+    """
+    if line.startswith(_OUR_PREFIX):
+        start = line.find(_ID_KEY, 0, 128)
+        if start > 0:
+            start += len(_ID_KEY)
+            end = line.find(b'"', start)
+            if end > start and b"\\" not in line[start:end]:
+                return line[start:end].decode("utf-8", "replace")
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    custom_id = record.get("custom_id") if isinstance(record, dict) else None
+    return custom_id if isinstance(custom_id, str) else None
 
 
 def _write_all(fd: int | None, data: bytes) -> None:

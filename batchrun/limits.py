@@ -118,6 +118,7 @@ class AdaptiveLimits:
     min_rate = 0.1  # requests per second; never throttle to a full stop
     decrease_cooldown_s = 1.0
     recent = 50  # answers over which the share of 429s is taken
+    rpm_margin = 0.98
 
     def __init__(
         self,
@@ -129,9 +130,11 @@ class AdaptiveLimits:
     ) -> None:
         self._clock = clock
         self.max_concurrency = concurrency
-        self.max_rate = rpm / 60.0 if rpm else None
+        # 2 % under the ceiling, with no burst: a server that counts in a strict sliding window
+        # must never see one request too many because of scheduling jitter.
+        self.max_rate = rpm / 60.0 * self.rpm_margin if rpm else None
         self.gate = ConcurrencyGate(concurrency)
-        self.requests = RateLimiter(self.max_rate, clock=clock)
+        self.requests = RateLimiter(self.max_rate, burst=0.0, clock=clock)
         # One second's worth of tokens may go at once; a single larger request still passes alone.
         self.tokens = RateLimiter(tpm / 60.0 if tpm else None, burst=(tpm or 0) / 60.0, clock=clock)
         self.paused_until = -math.inf

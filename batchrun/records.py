@@ -10,10 +10,12 @@ import math
 import os
 import string
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+
+from batchrun.inputs import TableRow
 
 __all__ = [
     "InputParser",
@@ -108,8 +110,11 @@ class InputParser:
         template: str | None = None,
         skip_ids: set[str] | frozenset[str] = frozenset(),
         budget_set: bool = False,
+        keep_fields: Sequence[str] = (),
     ) -> None:
+        """``keep_fields``: input fields copied into each record's ``metadata`` (over the row's own)."""
         self._defaults = {"model": model, **params}
+        self._keep_fields = tuple(keep_fields)
         self._system = system
         self._template = template
         self._formatter = _Template()
@@ -119,16 +124,27 @@ class InputParser:
 
     def parse(self, raw: bytes, line: int) -> Request | InvalidLine | None:
         """A request, an invalid line, or None when the id is already done (or kept as failed)."""
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            obj = _lenient_json(raw, line)
-            if isinstance(obj, InvalidLine):
-                return obj
+        table_row = isinstance(raw, TableRow)
+        row_error = raw.error if isinstance(raw, TableRow) else None
+        if isinstance(raw, TableRow):
+            obj: Any = raw.row
+        else:
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                obj = _lenient_json(raw, line)
+                if isinstance(obj, InvalidLine):
+                    return obj
         if not isinstance(obj, dict):
             return InvalidLine(line, f"expected a JSON object, got {_json_type(obj)}")
         custom_id = obj.get("custom_id", obj.get("id"))
-        metadata = obj.get("metadata")
+        if table_row and custom_id == "":
+            custom_id = None  # an empty id cell: the row is named by its line
+        metadata = None if table_row else obj.get("metadata")
+        if self._keep_fields:
+            metadata = self._kept(obj, metadata)
+        if row_error is not None:
+            return InvalidLine(line, row_error, None if custom_id is None else str(custom_id), metadata)
         if custom_id is None:
             custom_id = f"line-{line}"
         elif isinstance(custom_id, bool) or not isinstance(custom_id, (str, int)):
@@ -141,7 +157,7 @@ class InputParser:
         if custom_id in self._skip_ids:
             return None
         try:
-            body = self._body_of(obj)
+            body = self._row_body(obj) if table_row else self._body_of(obj)
         except _Bad as bad:
             return InvalidLine(line, str(bad), custom_id, metadata)
         messages = body["messages"]
@@ -173,11 +189,38 @@ class InputParser:
         else:
             raise _Bad("no messages or prompt (and the job has no template to fill from the row)")
         _check_body(body)
+        self._add_system(body)
+        return body
+
+    def _kept(self, obj: dict[str, Any], metadata: Any) -> Any:
+        kept = {name: obj[name] for name in self._keep_fields if name in obj}
+        if not kept:
+            return metadata
+        if metadata is None:
+            return kept
+        if isinstance(metadata, dict):
+            return {**metadata, **kept}
+        return {"metadata": metadata, **kept}
+
+    def _row_body(self, row: dict[str, Any]) -> dict[str, Any]:
+        # A table row is data: its columns fill the template (or give the prompt), never the body.
+        if "prompt" in row and self._template is None:
+            messages = [{"role": "user", "content": row["prompt"]}]
+        elif self._template is not None:
+            messages = [{"role": "user", "content": self._fill(row)}]
+        else:
+            raise _Bad("a CSV row needs the job's template (template = \"... {column} ...\") "
+                       "or a prompt column")
+        body = {**self._defaults, "messages": messages}
+        _check_body(body)
+        self._add_system(body)
+        return body
+
+    def _add_system(self, body: dict[str, Any]) -> None:
         if self._system is not None and not any(
             isinstance(m, dict) and m.get("role") in ("system", "developer") for m in body["messages"]
         ):
             body["messages"] = [{"role": "system", "content": self._system}, *body["messages"]]
-        return body
 
     def _batch_body(self, obj: dict[str, Any]) -> dict[str, Any]:
         method = obj.get("method", "POST")

@@ -23,6 +23,22 @@ class FakeClock:
         self.now += seconds
 
 
+
+@pytest.fixture(autouse=True)
+def _exact_ceilings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logic tests read rates against the configured rpm; the margin has its own test."""
+    monkeypatch.setattr(AdaptiveLimits, "rpm_margin", 1.0)
+
+
+def test_the_request_rate_keeps_a_margin_under_the_rpm_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AdaptiveLimits, "rpm_margin", 0.98)
+    clock = FakeClock()
+    limits = AdaptiveLimits(concurrency=16, rpm=1200, clock=clock)
+    assert limits.requests.rate == pytest.approx(19.6)
+    waits = [limits.reserve(1) for _ in range(40)]
+    # No burst: 40 requests at 19.6/s are spaced evenly from the first one.
+    assert waits[0] == 0.0 and waits[-1] == pytest.approx(39 / 19.6)
+
 def send_times(limiter: RateLimiter, clock: FakeClock, arrivals: list[float]) -> list[float]:
     """Reserve one unit at each arrival time; return when each may be sent."""
     times = []
