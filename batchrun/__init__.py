@@ -8,3 +8,43 @@ try:
     __version__ = version("batchrun")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
+
+# After __version__: these modules read it from here.
+from batchrun.api import run, run_async
+from batchrun.config import JobConfig, load_config
+from batchrun.errors import (
+    BatchrunError,
+    ConfigError,
+    ErrorKind,
+    JobStopped,
+    OutputLocked,
+    ResumeMismatch,
+)
+from batchrun.events import Event, EventHandler, Finished, Notice, Planned, Retrying
+from batchrun.export import ExportResult, export
+from batchrun.runner import RunResult
+from batchrun.summary import Summary
+
+__all__ = [
+    "BatchrunError",
+    "ConfigError",
+    "ErrorKind",
+    "Event",
+    "EventHandler",
+    "ExportResult",
+    "Finished",
+    "JobConfig",
+    "JobStopped",
+    "Notice",
+    "OutputLocked",
+    "Planned",
+    "ResumeMismatch",
+    "Retrying",
+    "RunResult",
+    "Summary",
+    "__version__",
+    "export",
+    "load_config",
+    "run",
+    "run_async",
+]

@@ -25,7 +25,7 @@ from batchrun.config import (
 from batchrun.errors import BatchrunError, ConfigError
 from batchrun.events import Event, Finished, Notice, Planned, Retrying
 from batchrun.runner import Runner, RunResult
-from batchrun.status import job_summary
+from batchrun.status import job_status
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
@@ -206,17 +206,108 @@ def run(
     raise typer.Exit(code)
 
 
+_WATCH_DEFAULT_S = 2.0
+
+
+def _watch_value_optional(args: list[str]) -> list[str]:
+    """Give a bare ``status --watch`` its default interval (click options cannot take an optional value)."""
+    if "status" not in args or "--watch" not in args:
+        return args
+    out = list(args)
+    for index in range(len(out) - 1, -1, -1):
+        if out[index] != "--watch":
+            continue
+        following = out[index + 1] if index + 1 < len(out) else None
+        try:
+            float(following)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            out.insert(index + 1, f"{_WATCH_DEFAULT_S:g}")
+    return out
+
+
 @app.command()
 def status(
     output: Path = typer.Argument(..., help="The results file of a job (also while it runs)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    watch: Optional[float] = typer.Option(
+        None, "--watch", metavar="[SECONDS]",
+        help=f"Refresh every SECONDS (default {_WATCH_DEFAULT_S:g}) until Ctrl-C.",
+    ),
 ) -> None:
-    """Summarize a job from its output files alone: counts, tokens, cost, latency."""
-    summary = job_summary(output)
+    """Where a job stands, from its output files alone: counts, tokens, cost, latency, rate, ETA."""
+    if watch is not None and watch <= 0:
+        raise ConfigError(f"--watch needs a number of seconds > 0, got {watch:g}")
+    clear = sys.stdout.isatty()
+    try:
+        while True:
+            current = job_status(output)
+            if as_json:
+                text = orjson.dumps(current.to_dict(), option=orjson.OPT_INDENT_2).decode()
+            else:
+                text = "\n".join(current.lines())
+            if watch is not None and clear:
+                sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: redraw in place
+            print(text, flush=True)
+            if watch is None:
+                return
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def estimate(
+    target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N lines, as run --limit would."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The run's results file (ids it already has are not counted)."),
+    param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value, as for run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+) -> None:
+    """A dry run: requests, input tokens, worst-case output tokens, cost range and duration. Sends nothing."""
+    from batchrun.estimate import estimate as estimate_job
+
+    overrides: dict[str, Any] = {
+        "output": output, "model": model, "rpm": rpm, "tpm": tpm, "concurrency": concurrency,
+        "limit": limit, "params": _parse_params(param),
+    }
+    result = estimate_job(load_config(target, overrides))
     if as_json:
-        print(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
-        for line in summary.lines():
+        for line in result.lines():
+            print(line)
+
+
+@app.command()
+def report(
+    output: Path = typer.Argument(..., help="The results file of a job."),
+    destination: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file to write [default: <stem>.report.html beside the results]."),
+) -> None:
+    """Write one self-contained HTML report (inline SVG plots, no network needed to open it)."""
+    from batchrun.report import write_report
+
+    written = write_report(output, destination)
+    print(f"report written to {written}")
+
+
+@app.command()
+def show(
+    output: Path = typer.Argument(..., help="The results file of a job."),
+    custom_id: str = typer.Argument(..., metavar="ID", help="The custom_id (or id) of one input line."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record and the request as JSON."),
+) -> None:
+    """Print one id's final record (status, attempts, usage, response or error) and the request sent."""
+    from batchrun.show import show as show_id
+
+    shown = show_id(output, custom_id)
+    if as_json:
+        print(orjson.dumps(shown.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in shown.lines():
             print(line)
 
 
@@ -262,7 +353,7 @@ def main() -> None:
     """Entry point: one clear line for any user mistake, never a traceback."""
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=sys.argv[1:], prog_name="batchrun", standalone_mode=False)
+        code = command.main(args=_watch_value_optional(sys.argv[1:]), prog_name="batchrun", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except UsageError as exc:

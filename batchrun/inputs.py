@@ -110,7 +110,7 @@ class TableReader:
                 continue
             if not any(v.strip() for v in values):
                 continue
-            row = dict(zip(header, values))
+            row = dict(zip(header, values, strict=False))
             error = None
             if len(values) > width:
                 error = f"row has {len(values)} values but the header has {width} columns"

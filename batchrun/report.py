@@ -27,7 +27,7 @@ __all__ = ["ReportData", "collect", "render", "write_report"]
 _W, _H = 560, 250
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 64, 18, 26, 42
 _BLUE, _RED, _GREEN, _GREY, _INK = "#2f6fb0", "#d0453b", "#2e9a5c", "#9aa5b1", "#243447"
-_KIND_COLORS = ["#d0453b", "#e6932e", "#8e5fb8", "#c23d80", "#5a6b7b", "#b89b2e", "#3aa0a8", "#7a4b2a"]
+_KIND_COLORS = ["#d0453b", "#e6932e", "#8e5fb8", "#c23d80", "#1b9e9e", "#b89b2e", "#4b3f9e", "#7a4b2a"]
 
 
 @dataclass
@@ -154,6 +154,9 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }}
 .panel p {{ font-size: 12px; color: #5b6b7b; margin: 0 0 6px; }}
 svg {{ width: 100%; height: auto; display: block; }}
 svg text {{ font-size: 11px; fill: #4a5a6a; }}
+.legend {{ font-size: 12px; color: #4a5a6a; margin: 2px 0 4px 60px; }}
+.legend span {{ margin-right: 14px; white-space: nowrap; display: inline-block; }}
+.legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 5px; vertical-align: -1px; }}
 footer {{ color: #8795a1; font-size: 12px; margin-top: 16px; }}
 @media (max-width: 900px) {{ .grid {{ grid-template-columns: 1fr; }}
   .stats {{ grid-template-columns: repeat(2, 1fr); }} }}
@@ -255,8 +258,7 @@ def _errors_chart(data: ReportData) -> str:
         legend.append((f"{_RECOVERED} ({recovered:,})", _GREY))
     if not kinds:
         legend.append(("no final failures", _GREEN))
-    parts.append(_legend(legend))
-    return _svg("".join(parts))
+    return _svg("".join(parts)) + _legend(legend)
 
 
 def _tokens_chart(data: ReportData) -> str:
@@ -308,7 +310,7 @@ class _Frame:
         if x1 <= x0:
             x1 = x0 + 1
         # Headroom above the highest value, for the labels drawn over bars and line ends.
-        self.y_ticks = _nice_ticks(y0, y0 + (y1 - y0) * 1.1 if y1 > y0 else y0 + 1)
+        self.y_ticks = _nice_ticks(y0, y0 + (y1 - y0) * 1.1 if y1 > y0 else y0 + 1, whole=not money)
         self.x0, self.x1 = x0, x1
         self.y0, self.y1 = self.y_ticks[0], self.y_ticks[-1]
         self.money = money
@@ -370,9 +372,8 @@ def _line_chart(xs: list[float], series: list[tuple[str, str, list[float]]], *, 
         parts.append(f'<text x="{frame.sx(xs[-1]) - 4:.1f}" y="{frame.sy(last) - 6:.1f}" text-anchor="end" '
                      f'style="fill:{color};font-weight:600">{_e(name)} {_e(_num(last, money, exact=True))}'
                      "</text>")
-    if len(series) > 1:
-        parts.append(_legend([(name, color) for name, color, _ in series]))
-    return _svg("".join(parts))
+    legend = _legend([(name, color) for name, color, _ in series]) if len(series) > 1 else ""
+    return _svg("".join(parts)) + legend
 
 
 def _histogram(values: list[float] | list[int], color: str, *, x_label: str, width: int = _W,
@@ -433,12 +434,12 @@ def _histogram(values: list[float] | list[int], color: str, *, x_label: str, wid
 
 
 def _legend(items: list[tuple[str, str]]) -> str:
-    parts, x = [], _PAD_L + 8
-    for name, color in items:
-        parts.append(f'<rect x="{x}" y="4" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{x + 14}" y="13">{_e(name)}</text>')
-        x += 24 + 7 * len(name)
-    return "".join(parts)
+    """An HTML legend under the chart: it wraps however many entries there are."""
+    entries = "".join(
+        f'<span><i style="background:{color}"></i>{_e(name)}</span>' for name, color in items
+    )
+    return f'<div class="legend">{entries}</div>'
+
 
 
 def _svg(body: str, *, width: int = _W, height: int = _H) -> str:
@@ -460,18 +461,23 @@ def _cumulative(values: list[int] | list[float]) -> list[float]:
     return out
 
 
-def _nice_step(raw: float) -> float:
+def _nice_step(raw: float, *, whole: bool = False) -> float:
     if raw <= 0:
+        return 1.0
+    if whole and raw <= 1:
         return 1.0
     magnitude = 10 ** math.floor(math.log10(raw))
     for factor in (1, 2, 2.5, 5, 10):
+        if whole and factor == 2.5 and magnitude < 10:
+            continue  # counts get whole-number ticks
         if raw <= factor * magnitude:
             return factor * magnitude
     return 10 * magnitude
 
 
-def _nice_ticks(lo: float, hi: float, *, count: int = 5, inside: bool = False) -> list[float]:
-    step = _nice_step((hi - lo) / count)
+def _nice_ticks(lo: float, hi: float, *, count: int = 5, inside: bool = False,
+                whole: bool = False) -> list[float]:
+    step = _nice_step((hi - lo) / count, whole=whole)
     if inside:
         first = math.ceil(lo / step - 1e-9) * step
         ticks = []

@@ -104,6 +104,7 @@ class Runner:
         self._transport: Transport | None = None
         self._ledger: Ledger | None = None
         self._trace: Trace | None = None
+        self._secret = b""
 
     # -- control -------------------------------------------------------------------------
 
@@ -121,12 +122,13 @@ class Runner:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
             base_url, api_key = await self._endpoint(stack)
+            self._secret = api_key.encode() if api_key and len(api_key) >= 8 else b""
             ledger = Ledger(config.output, fsync_interval_s=config.fsync_interval_s)
             self._ledger = ledger
             stack.callback(ledger.close)
             state = ledger.open(self._manifest(), force=config.force)
             if config.log_path is not None:
-                self._trace = Trace(config.log_path)
+                self._trace = Trace(config.log_path, secret=self._secret)
                 stack.callback(self._trace.close)
             self._announce_repairs(state)
             self._done_ids = state.done_ids
@@ -197,11 +199,26 @@ class Runner:
                 self._prices.load_models_payload(payload)
 
     def _check_budget_prices(self) -> None:
-        if self.config.max_cost_usd is not None and self._prices.get(self.config.model) is None:
+        config = self.config
+        if config.max_cost_usd is None:
+            return
+        if self._prices.get(config.model) is None:
             raise ConfigError(
-                f"--max-cost needs the price of {self.config.model}: add [pricing.\"{self.config.model}\"] "
+                f"--max-cost needs the price of {config.model}: add [pricing.\"{config.model}\"] "
                 "with prompt_per_m and completion_per_m to the job file"
             )
+        if "max_tokens" in config.params or "max_completion_tokens" in config.params:
+            return
+        # Lines may carry their own max_tokens (OpenAI batch files do): look at the first ones.
+        with open_input(config.input) as stream:
+            for count, (_, raw) in enumerate(iter_lines(stream)):
+                if count >= 100:
+                    break
+                if b'"max_tokens"' not in raw and b'"max_completion_tokens"' not in raw:
+                    raise ConfigError(
+                        "--max-cost needs every request to have max_tokens, so that its worst case is "
+                        "known: add -p max_tokens=N (or max_tokens under [params])"
+                    )
 
     async def _check_key(self, transport: Transport, base_url: str, plan: Planned) -> Planned:
         """On OpenRouter, compare the key's remaining limit with the budget and the worst case."""
@@ -355,7 +372,8 @@ class Runner:
             self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {item.model}, so --max-cost cannot be kept")
             self._leave_unfinished(item)
             return False
-        worst = price.cost(item.prompt_tokens_est, item.max_tokens or 0)
+        # An upper bound, not an estimate: no tokenizer makes more tokens than the body has bytes.
+        worst = price.cost(len(item.body), item.max_tokens or 0)
         if self._spent_usd + self._reserved_usd + worst > limit:
             self.stop(
                 ErrorKind.BUDGET_EXCEEDED,
@@ -382,7 +400,9 @@ class Runner:
             self._spent_usd += cost
             self._limits.settle(item.est_tokens, usage["total_tokens"])
         elif status is None:
-            pass  # no answer: the tokens may have been used, keep the reservation
+            # No answer (timeout, reset): it may have been billed in full, so the budget counts
+            # the whole reservation as spent and the rate limiter keeps its tokens.
+            self._spent_usd += item.reserved_usd
         else:
             self._limits.settle(item.est_tokens, 0)
         if item.reserved_usd:
@@ -435,7 +455,7 @@ class Runner:
         )
         self._write_error(record)
         if kind in _STOP_KINDS:
-            self.stop(kind, _stop_hint(kind, verdict.message, self.config.api_key_env))
+            self.stop(kind, _stop_hint(kind, self._redact_text(verdict.message), self.config.api_key_env))
         self._finish(item, kind)
 
     def _retry(self, item: Request) -> None:
@@ -447,7 +467,8 @@ class Runner:
             return
         self._unavailable[model] = verdict.fallback_models
         fallbacks = ", ".join(verdict.fallback_models) or "none listed"
-        self._emit(Notice(f"model {model} is not available ({verdict.message}); its lines are not sent. "
+        message = self._redact_text(verdict.message)
+        self._emit(Notice(f"model {model} is not available ({message}); its lines are not sent. "
                           f"Fallback models: {fallbacks}"))
 
     def _finish(self, item: Request, kind: str | None) -> None:
@@ -464,13 +485,22 @@ class Runner:
 
     def _write_result(self, record: dict[str, Any]) -> None:
         self.summary.add(record)
-        self._pending_results.append(orjson.dumps(record, option=_DUMPS_OPTIONS))
+        self._pending_results.append(self._redact(orjson.dumps(record, option=_DUMPS_OPTIONS)))
         self._wake_writer.set()
 
     def _write_error(self, record: dict[str, Any]) -> None:
         self.summary.add(record)
-        self._pending_errors.append(orjson.dumps(record, option=_DUMPS_OPTIONS, default=str))
+        line = orjson.dumps(record, option=_DUMPS_OPTIONS, default=str)
+        self._pending_errors.append(self._redact(line))
         self._wake_writer.set()
+
+    def _redact(self, line: bytes) -> bytes:
+        # A server may echo request headers into a body; the key must never reach a file.
+        secret = self._secret
+        return line.replace(secret, b"[redacted]") if secret and secret in line else line
+
+    def _redact_text(self, text: str) -> str:
+        return text.replace(self._secret.decode(), "[redacted]") if self._secret else text
 
     async def _writer(self) -> None:
         ledger = self._ledger

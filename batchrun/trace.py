@@ -20,7 +20,8 @@ __all__ = ["Trace"]
 class Trace:
     """An append-only attempt log; lines are buffered and flushed by the writer's rhythm."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, secret: bytes = b"") -> None:
+        self._secret = secret
         try:
             self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
         except OSError as exc:
@@ -56,7 +57,10 @@ class Trace:
             "cost_usd": usage["cost_usd"] if usage else None,
             "message": message[:500] or None,
         }
-        self._pending.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        if self._secret and self._secret in data:
+            data = data.replace(self._secret, b"[redacted]")
+        self._pending.append(data)
 
     def flush(self) -> None:
         if self._pending:

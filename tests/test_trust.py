@@ -207,3 +207,45 @@ def test_the_key_is_never_written_anywhere(tmp_path: Path, sim_factory) -> None:
     assert completed.returncode == 1
     written = [completed.stdout, completed.stderr] + [p.read_text() for p in tmp_path.iterdir() if p.is_file()]
     assert not any(secret in text or "Bearer" in text for text in written)
+
+
+def test_a_budget_without_max_tokens_is_refused_before_any_request(tmp_path: Path, sim) -> None:
+    rows = [{"custom_id": f"n{i}", "prompt": "no cap on the reply"} for i in range(5)]
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
+    refused = run_cli("run", job, "--max-cost", "1", "--no-progress")
+    assert refused.returncode == 2
+    assert "needs every request to have max_tokens" in refused.stderr
+    assert sim.ledger.counts()["requests"] == 0
+
+
+def test_the_key_is_redacted_when_a_server_echoes_it_back(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        return web.json_response({"error": {"code": 400, "message": f"bad request, you sent {header}"}},
+                                 status=400)
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        secret = "sk-or-v1-echo-me-back-0123456789"
+        source = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+        proc = await asyncio.create_subprocess_exec(
+            *batchrun_cmd("run", source, "-o", tmp_path / "out.jsonl", "--base-url",
+                          f"http://127.0.0.1:{port}/v1", "--log", tmp_path / "log.jsonl", "--no-progress"),
+            env=cli_env(OPENROUTER_API_KEY=secret), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        await runner.cleanup()
+        assert proc.returncode == 1, err
+        texts = [out.decode(), err.decode()] + [p.read_text() for p in tmp_path.iterdir() if p.is_file()]
+        assert all(secret not in text for text in texts)
+        assert "[redacted]" in (tmp_path / "out.errors.jsonl").read_text()
+
+    asyncio.run(serve())
