@@ -105,6 +105,7 @@ class Runner:
         self._ledger: Ledger | None = None
         self._trace: Trace | None = None
         self._secret = b""
+        self._broken = False  # the output refused a write: nothing more is written
 
     # -- control -------------------------------------------------------------------------
 
@@ -350,6 +351,10 @@ class Runner:
                 return
             if self.config.max_cost_usd is not None and not self._reserve_budget(item):
                 return
+            # Records finished before this send are written first, so that what a kill can lose
+            # (sent but unwritten) never exceeds the requests in flight: at most --concurrency.
+            if self._pending_results or self._pending_errors:
+                self._flush()
             item.attempts += 1
             started = time.perf_counter()
             try:
@@ -502,26 +507,31 @@ class Runner:
     def _redact_text(self, text: str) -> str:
         return text.replace(self._secret.decode(), "[redacted]") if self._secret else text
 
+    def _flush(self) -> None:
+        """Hand every finished record to the kernel now (a plain write; fsync is the writer's)."""
+        results, errors = self._pending_results, self._pending_errors
+        if not (results or errors) or self._broken:
+            return
+        self._pending_results, self._pending_errors = [], []
+        assert self._ledger is not None
+        try:
+            self._ledger.write(b"".join(results), b"".join(errors))
+        except JobStopped as exc:
+            self._broken = True
+            self.stop(exc.kind, str(exc))
+
     async def _writer(self) -> None:
         ledger = self._ledger
         assert ledger is not None
-        broken = False
         while True:
             await self._wake_writer.wait()
             self._wake_writer.clear()
-            results, errors = self._pending_results, self._pending_errors
-            if (results or errors) and not broken:
-                self._pending_results, self._pending_errors = [], []
-                try:
-                    ledger.write(b"".join(results), b"".join(errors))
-                except JobStopped as exc:
-                    broken = True
-                    self.stop(exc.kind, str(exc))
-                if ledger.sync_due():
-                    if self._trace is not None:
-                        self._trace.flush()
-                    await asyncio.to_thread(ledger.sync)
-            if self._closing and (broken or not (self._pending_results or self._pending_errors)):
+            self._flush()
+            if ledger.sync_due() and not self._broken:
+                if self._trace is not None:
+                    self._trace.flush()
+                await asyncio.to_thread(ledger.sync)
+            if self._closing and (self._broken or not (self._pending_results or self._pending_errors)):
                 return
 
     # -- the end -------------------------------------------------------------------------

@@ -111,7 +111,12 @@ def test_each_bad_line_gives_one_invalid_input_record_and_good_lines_run(tmp_pat
 def test_sigkill_midway_then_rerun_gives_exactly_one_result_per_id(tmp_path: Path, sim_factory) -> None:
     sim = sim_factory(latency_s=0.02, latency_jitter_s=0.03)
     n, concurrency = 3000, 32
-    source = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    rows = prompts(n)
+    flagged = {f"p{i}" for i in range(0, n, 97)}  # a per-line verdict that stays failing
+    for row in rows:
+        if row["custom_id"] in flagged:
+            row["prompt"] = "[[sim:moderation403]] " + row["prompt"]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = {concurrency}\n')
     output = tmp_path / "out.jsonl"
     kills = 0
@@ -128,13 +133,17 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_result_per_id(tmp_path: Pat
 
     final = run_cli("run", job, "--no-progress")
 
-    assert final.returncode == 0, final.stderr
-    ids = [r["custom_id"] for r in read_jsonl(output)]
-    assert len(ids) == n and len(set(ids)) == n
+    assert final.returncode == 1, final.stderr
+    ids = [r["custom_id"] for r in read_jsonl(output)]  # read_jsonl parses every line: none torn
+    assert len(ids) == len(set(ids)) == n - len(flagged)
+    errors = [e["custom_id"] for e in read_jsonl(tmp_path / "out.errors.jsonl")]
+    assert sorted(errors) == sorted(flagged)
+    assert set(ids) | set(errors) == {f"p{i}" for i in range(n)}
     paid = sim.ledger.billed_by_prompt()
     paid_twice = sum(count - 1 for count in paid.values())
-    assert len(paid) == n
+    assert len(paid) == n - len(flagged)
     assert paid_twice <= kills * concurrency
+    print(f"kill loop: {kills} kills, {n} lines, {paid_twice} paid twice (bound {kills * concurrency})")
 
 
 def test_first_sigint_drains_in_flight_and_exits_130(tmp_path: Path, sim_factory) -> None:
@@ -215,6 +224,32 @@ def test_unknown_model_stops_naming_the_fallbacks(tmp_path: Path, sim) -> None:
     assert rerun.returncode == 0, rerun.stderr
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 300
     assert read_jsonl(tmp_path / "out.errors.jsonl") == []
+
+
+def test_an_unavailable_model_stops_only_its_own_lines(tmp_path: Path, sim) -> None:
+    rows = prompts(60)
+    for row in rows[::3]:
+        row["model"] = "google/gemini-1.5-flash"
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
+
+    result = run_job(job)
+
+    assert result.exit_code == 3 and result.stop_kind == "model_unavailable"
+    assert "google/gemini-1.5-flash is not available" in result.message
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 40
+    errors = read_jsonl(tmp_path / "out.errors.jsonl")
+    assert errors and all(e["error"]["code"] == "model_unavailable" for e in errors)
+    assert len(errors) + result.summary.not_run >= 20
+
+
+def test_an_unwritable_output_folder_is_exit_2_before_any_request(tmp_path: Path, sim) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    (tmp_path / "file").write_text("a regular file")
+    completed = run_cli("run", source, "-o", tmp_path / "file" / "out.jsonl", "--base-url", sim.base_url)
+    assert completed.returncode == 2
+    assert "cannot create the output folder" in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+    assert sim.ledger.counts()["requests"] == 0
 
 
 def test_sim_flag_runs_the_sample_job_end_to_end(tmp_path: Path) -> None:
