@@ -403,7 +403,7 @@ def test_successes_recover_gradually_up_to_the_ceilings() -> None:
     assert (limits.gate.limit, limits.requests.rate) == (12, 10.0)
     limits.on_success()
     assert limits.gate.limit == 12  # window 12.083
-    assert limits.requests.rate == pytest.approx(10.1, abs=1e-12)
+    assert limits.requests.rate == pytest.approx(10.05, abs=1e-12)
     limits_seen, rates_seen = [], []
     for _ in range(400):
         clock.advance(0.05)
