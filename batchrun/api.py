@@ -106,4 +106,4 @@ def _run_in_thread(runner: Runner) -> RunResult:
         thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"]  # type: ignore[no-any-return]
+    return outcome["result"]

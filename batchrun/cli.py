@@ -311,6 +311,25 @@ def show(
             print(line)
 
 
+@app.command("export")
+def export_command(
+    output: Path = typer.Argument(..., help="The results file of a job."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv or jsonl [default: from -o's suffix, else csv]."),
+    input_order: bool = typer.Option(False, "--input-order", help="One row per input row, in input order (rows not run yet: status not_run)."),
+    destination: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write [default: <stem>.export.<format> beside the results]."),
+    input_path: Optional[Path] = typer.Option(None, "--input", help="The input file, if it moved since the run [default: the one in the manifest]."),
+) -> None:
+    """Write a labeled dataset: each input row's fields with its result's text (or parsed object), status, cost."""
+    from batchrun.export import export
+
+    if fmt is None:
+        fmt = "jsonl" if destination is not None and destination.suffix == ".jsonl" else "csv"
+    written = export(output, fmt=fmt, destination=destination, input_order=input_order,  # type: ignore[arg-type]
+                     input_path=input_path)
+    extra = f" ({written.not_run:,} not run yet)" if written.not_run else ""
+    _say(f"batchrun: {written.rows:,} rows written to {written.path}{extra}")
+
+
 @app.command("sim")
 def sim_command(
     port: int = typer.Option(8088, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),

@@ -137,13 +137,15 @@ def _label(record: dict[str, Any], parse_json: bool) -> dict[str, Any]:
     body = response.get("body") if isinstance(response, dict) else None
     text = reply_text(body) if isinstance(body, dict) and not error else None
     if text is None and isinstance(body, dict) and not error:
-        message = (body.get("choices") or [{}])[0].get("message") or {}
-        if message.get("tool_calls"):
+        choices = body.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        message = first.get("message") if isinstance(first, dict) else None
+        if isinstance(message, dict) and message.get("tool_calls"):
             text = orjson.dumps(message["tool_calls"]).decode()
     parsed = record.get("parsed")
     if parsed is None and parse_json and text is not None:
         parsed = _loose_json(text)
-    usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+    usage: dict[str, Any] = record["usage"] if isinstance(record.get("usage"), dict) else {}
     cost = record.get("billed_usd")
     if not cost and usage.get("cost_usd") is not None:
         cost = usage["cost_usd"]
@@ -201,13 +203,13 @@ def _joined(
         for line, custom_id, fields in _input_rows(source):
             yield custom_id, line, fields, labels.get(custom_id) or _not_run(custom_id)
         return
-    inputs: dict[str, tuple[int, dict[str, Any]]] = {}
+    inputs: dict[str, tuple[int | None, dict[str, Any]]] = {}
     for line, custom_id, fields in _input_rows(source):
         if custom_id in labels:
             inputs[custom_id] = (line, fields)
     for custom_id, label in labels.items():
-        line, fields = inputs.get(custom_id, (None, {}))
-        yield custom_id, line, fields, label
+        at, row = inputs.get(custom_id, (None, {}))
+        yield custom_id, at, row, label
 
 
 def _not_run(custom_id: str) -> dict[str, Any]:
@@ -241,7 +243,7 @@ def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    return counts  # type: ignore[no-any-return]
+    return counts
 
 
 def _cell(value: Any) -> Any:

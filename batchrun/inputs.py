@@ -60,7 +60,10 @@ def is_table(path: Path) -> bool:
 
 
 class TableRow(bytes):
-    """One CSV row as JSON-object bytes, with its fields (``row``) or why it is bad (``error``)."""
+    """One CSV row as JSON-object bytes, with its fields (``row``) or why it is bad (``error``).
+
+    orjson refuses bytes subclasses: parse ``bytes(row)``, or better, read ``row.row``.
+    """
 
     row: dict[str, str]
     error: str | None

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from batchrun.inputs import TableRow
+from batchrun.schema import schema_of
 
 __all__ = [
     "InputParser",
@@ -38,12 +39,13 @@ class Request:
 
     __slots__ = (
         "attempts", "billed_usd", "body", "custom_id", "est_tokens", "line", "max_tokens",
-        "metadata", "model", "prompt_tokens_est", "reserved_usd", "schema_required",
+        "metadata", "model", "prompt_tokens_est", "reserved_usd", "schema", "schema_required",
     )
 
     def __init__(
         self, custom_id: str, line: int, body: bytes, model: str, prompt_tokens_est: int,
         max_tokens: int | None, metadata: Any, schema_required: bool,
+        schema: Mapping[str, Any] | None = None,
     ) -> None:
         self.custom_id = custom_id
         self.line = line
@@ -55,6 +57,7 @@ class Request:
         self.est_tokens = prompt_tokens_est + (max_tokens or 0)
         self.metadata = metadata
         self.schema_required = schema_required
+        self.schema = schema  # the JSON Schema replies must match (schema.validate_reply), or None
         self.attempts = 0
         self.billed_usd = 0.0
         self.reserved_usd = 0.0  # worst-case cost booked against the budget while in flight
@@ -111,8 +114,13 @@ class InputParser:
         skip_ids: set[str] | frozenset[str] = frozenset(),
         budget_set: bool = False,
         keep_fields: Sequence[str] = (),
+        schema: Mapping[str, Any] | None = None,
     ) -> None:
-        """``keep_fields``: input fields copied into each record's ``metadata`` (over the row's own)."""
+        """``keep_fields``: input fields copied into each record's ``metadata`` (over the row's own).
+
+        ``schema``: the job's JSON Schema, for requests whose own response_format gives none.
+        """
+        self._schema = schema
         self._defaults = {"model": model, **params}
         self._keep_fields = tuple(keep_fields)
         self._system = system
@@ -167,10 +175,13 @@ class InputParser:
                 line, "a budget (max_cost_usd) is set, so every request needs max_tokens", custom_id, metadata
             )
         response_format = body.get("response_format")
-        schema_required = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+        schema = schema_of(body, self._schema)
+        schema_required = schema is not None or (
+            isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+        )
         return Request(
             custom_id, line, orjson.dumps(body), str(body.get("model", "")),
-            estimate_prompt_tokens(messages), max_tokens, metadata, schema_required,
+            estimate_prompt_tokens(messages), max_tokens, metadata, schema_required, schema,
         )
 
     def _body_of(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -314,10 +325,15 @@ def _record_id() -> str:
 
 
 def success_record(
-    request: Request, raw_body: bytes, body: dict[str, Any], usage: dict[str, Any], latency_s: float
+    request: Request, raw_body: bytes, body: dict[str, Any], usage: dict[str, Any], latency_s: float,
+    *, parsed: Any = None,
 ) -> dict[str, Any]:
-    """The results-file line of a success; ``raw_body`` is the provider's JSON, embedded as is."""
-    return {
+    """The results-file line of a success; ``raw_body`` is the provider's JSON, embedded as is.
+
+    ``parsed`` is the reply's JSON object as ``schema.validate_reply`` returned it; the record
+    has a ``parsed`` key whenever the request required a schema.
+    """
+    record = {
         "id": _record_id(),
         "custom_id": request.custom_id,
         "response": {
@@ -335,6 +351,9 @@ def success_record(
         "finished_at": _now_iso(),
         "metadata": request.metadata,
     }
+    if request.schema_required or parsed is not None:
+        record["parsed"] = parsed
+    return record
 
 
 def error_record(

@@ -191,7 +191,7 @@ def _completed_chart(data: ReportData) -> str:
         return _empty("No finished requests yet.")
     first, width, bins = _time_bins(data)
     ok, failed = [0] * bins, [0] * bins
-    for second, good in zip(data.second, data.ok):
+    for second, good in zip(data.second, data.ok, strict=True):
         (ok if good else failed)[(second - first) // width] += 1
     xs = [0.0] + [(i + 1) * width for i in range(bins)]
     series = [("succeeded", _BLUE, _cumulative(ok))]
@@ -205,7 +205,7 @@ def _cost_chart(data: ReportData) -> str:
         return _empty("No finished requests yet.")
     first, width, bins = _time_bins(data)
     spent = [0.0] * bins
-    for second, cost in zip(data.second, data.cost):
+    for second, cost in zip(data.second, data.cost, strict=True):
         spent[(second - first) // width] += cost
     xs = [0.0] + [(i + 1) * width for i in range(bins)]
     return _line_chart(xs, [("cost", _GREEN, _cumulative(spent))], y_label="USD", fill_first=True, money=True)
@@ -230,7 +230,7 @@ def _errors_chart(data: ReportData) -> str:
     color = {k: _KIND_COLORS[i % len(_KIND_COLORS)] for i, k in enumerate(kinds)}
     color[_RECOVERED] = _GREY
     counts = {k: [0] * bins for k in [*kinds, _RECOVERED]}
-    for second, kind, retried in zip(data.second, data.kind, data.retried):
+    for second, kind, retried in zip(data.second, data.kind, data.retried, strict=True):
         if kind is not None:
             counts[kind][(second - first) // width] += 1
         elif retried:
@@ -283,7 +283,7 @@ def _attempts_chart(data: ReportData) -> str:
     slot = frame.sx(1.5) - frame.sx(0.5)
     bar_w = max(min(slot * 0.7, 60), 2)
     total = sum(counts)
-    for a, n in zip(labels, counts):
+    for a, n in zip(labels, counts, strict=True):
         x = frame.sx(a) - bar_w / 2
         y = frame.sy(n)
         fill = _BLUE if a == 1 else "#e6932e"
@@ -362,7 +362,7 @@ def _line_chart(xs: list[float], series: list[tuple[str, str, list[float]]], *, 
     parts = [frame.axes(x_label=f"time since first result ({_unit_label(xs[-1])})", y_label=y_label,
                         time_axis=True)]
     for index, (name, color, values) in enumerate(series):
-        points = " ".join(f"{frame.sx(x):.1f},{frame.sy(y):.1f}" for x, y in zip(xs, values))
+        points = " ".join(f"{frame.sx(x):.1f},{frame.sy(y):.1f}" for x, y in zip(xs, values, strict=True))
         if fill_first and index == 0:
             parts.append(f'<polygon points="{frame.sx(xs[0]):.1f},{frame.sy(0):.1f} {points} '
                          f'{frame.sx(xs[-1]):.1f},{frame.sy(0):.1f}" fill="{color}" fill-opacity="0.12"/>')
@@ -388,7 +388,7 @@ def _histogram(values: list[float] | list[int], color: str, *, x_label: str, wid
     else:
         step = _nice_step((hi - lo) / 30 if hi > lo else 1.0)
         start = math.floor(lo / step) * step
-        count = max(int(math.ceil((hi - start) / step + 1e-9)), 1)
+        count = max(math.ceil((hi - start) / step + 1e-9), 1)
         if start + count * step <= hi:
             count += 1
         edges = [start + i * step for i in range(count + 1)]

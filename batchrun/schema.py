@@ -28,6 +28,8 @@ _MAX_SHOWN = 80  # characters of an offending value quoted in a message
 def schema_of(body: Mapping[str, Any], job_schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The schema a reply must obey: the request's ``response_format.json_schema.schema``, else the job's.
 
+    The schema object itself is returned, not a copy: requests built from the job's params share it.
+
     A request's own schema wins over the job's; ``{"type": "json_object"}`` asks for JSON but
     gives no schema, so only the job's applies to it.
     """
@@ -35,8 +37,8 @@ def schema_of(body: Mapping[str, Any], job_schema: Mapping[str, Any] | None) -> 
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
         spec = response_format.get("json_schema")
         if isinstance(spec, Mapping) and isinstance(spec.get("schema"), Mapping):
-            return dict(spec["schema"])
-    return None if job_schema is None else dict(job_schema)
+            return spec["schema"]
+    return None if job_schema is None else job_schema  # type: ignore[return-value]
 
 
 def check_schema(schema: Mapping[str, Any]) -> str | None:
@@ -120,7 +122,7 @@ def _validator(canonical: bytes) -> Validator:
     # The schema's own $schema picks the draft; without one, Draft 2020-12.
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def _path(root: str, parts: Any) -> str:

@@ -107,7 +107,8 @@ def show(output: Path, custom_id: str) -> Shown:
         raise IdNotFound(f"id {custom_id!r} is not in {paths['results'].name} or {paths['errors'].name}")
     record, source = found
     manifest = read_manifest(output)
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
+    raw_error = record.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     line_hint = error.get("line") if isinstance(error.get("line"), int) else None
     request = note = input_path = None
     line = None

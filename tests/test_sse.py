@@ -233,13 +233,13 @@ def test_faults_in_a_simulated_stream(sim_factory, fault: str, kind: str) -> Non
 
     async def main() -> StreamAssembler:
         assembler = StreamAssembler()
-        async with aiohttp.ClientSession(headers=AUTH) as session:
-            async with session.post(sim.base_url + "/chat/completions", json=request) as resp:
-                try:
-                    async for chunk in resp.content.iter_any():
-                        assembler.feed(chunk)
-                except aiohttp.ClientPayloadError:
-                    pass  # the transport reports a cut body; the assembler says what it got
+        url = sim.base_url + "/chat/completions"
+        async with aiohttp.ClientSession(headers=AUTH) as session, session.post(url, json=request) as resp:
+            try:
+                async for chunk in resp.content.iter_any():
+                    assembler.feed(chunk)
+            except aiohttp.ClientPayloadError:
+                pass  # the transport reports a cut body; the assembler says what it got
         return assembler
 
     _, error = asyncio.run(main()).result()

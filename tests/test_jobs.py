@@ -1,0 +1,49 @@
+"""The example jobs in jobs/ run on the simulator, and their outputs export as labeled datasets."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+
+from conftest import read_jsonl
+
+from batchrun.config import load_config
+from batchrun.export import export
+from batchrun.runner import Runner
+from batchrun.schema import schema_of, validate_reply
+
+JOBS = Path(__file__).parent.parent / "jobs"
+
+
+def run_trial(job: Path, output: Path, limit: int = 20):
+    config = load_config(job, {"output": output, "limit": limit})
+    assert config.use_sim is False  # the job targets OpenRouter; --sim switches it
+    config = load_config(job, {"output": output, "limit": limit, "base_url": "sim"})
+    return config, asyncio.run(Runner(config).run())
+
+
+def test_label_reviews_structured_replies_match_the_jobs_schema(tmp_path: Path) -> None:
+    config, result = run_trial(JOBS / "label-reviews-structured.toml", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.message
+    schema = schema_of(config.params, None)
+    assert schema is not None and schema["properties"]["label"]["enum"] == ["positive", "negative", "neutral"]
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert len(records) == 20
+    for record in records:
+        parsed, error = validate_reply(record["response"]["body"], schema)
+        assert error is None, error
+        assert parsed["label"] in ("positive", "negative", "neutral")
+
+
+def test_label_csv_exports_back_to_csv_with_its_labels(tmp_path: Path) -> None:
+    config, result = run_trial(JOBS / "label-csv.toml", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.message
+    assert config.input.name == "tickets.csv"
+    written = export(tmp_path / "out.jsonl", input_order=True, destination=tmp_path / "labeled.csv")
+    with open(written.path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 200 and written.not_run == 180
+    assert list(rows[0])[:3] == ["id", "subject", "body"]
+    assert all(r["output"] in ("billing", "bug", "feature", "other") for r in rows[:20])
+    assert {r["status"] for r in rows[20:]} == {"not_run"}
