@@ -170,6 +170,7 @@ def run(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or periodic log lines."),
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
+    keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
@@ -182,6 +183,7 @@ def run(
         "tpm": tpm, "concurrency": concurrency, "max_attempts": max_attempts, "timeout_s": timeout,
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,
+        "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
     }
     config = load_config(target, overrides)
     if hasattr(signal, "SIGXFSZ"):

@@ -41,7 +41,7 @@ SIM = "sim"
 
 _TOP_KEYS = frozenset({
     "input", "output", "model", "base_url", "api_key_env", "system", "template", "params",
-    "limits", "headers", "pricing", "retry", "sim",
+    "limits", "headers", "pricing", "retry", "sim", "schema", "keep_fields", "schema_retries",
 })
 _LIMIT_KEYS = frozenset({"rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "max_cost_usd"})
 _RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
@@ -74,6 +74,9 @@ class JobConfig:
     backoff_cap_s: float = 30.0
     fsync_interval_s: float = 1.0
     log_path: Path | None = None  # --log: one JSON line per attempt
+    schema: Mapping[str, Any] | None = None  # replies must match it (unless a line brings its own)
+    schema_retries: int = 2  # extra attempts for a reply that fails its schema
+    keep_fields: tuple[str, ...] = ()  # input fields copied into each record's metadata
     sim: Mapping[str, Any] = field(default_factory=dict)  # options for the simulator under --sim
 
     def __post_init__(self) -> None:
@@ -83,6 +86,15 @@ class JobConfig:
         for name in ("rpm", "tpm", "max_cost_usd"):
             if getattr(self, name) is not None:
                 _positive_number(name, getattr(self, name))
+        if isinstance(self.schema_retries, bool) or not isinstance(self.schema_retries, int) \
+                or self.schema_retries < 0:
+            raise ConfigError(f"schema_retries must be a whole number >= 0, got {self.schema_retries!r}")
+        if self.schema is not None:
+            from batchrun.schema import check_schema
+
+            problem = check_schema(self.schema)
+            if problem:
+                raise ConfigError(f"schema is not a valid JSON Schema: {problem}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
             raise ConfigError(f"limit must be a whole number >= 0, got {self.limit!r}")
         if not isinstance(self.model, str) or not self.model:
@@ -125,7 +137,7 @@ def _positive_number(name: str, value: Any) -> None:
 
 def _default_output(input_path: Path) -> Path:
     name = input_path.name
-    for suffix in (".jsonl.gz", ".jsonl", ".json", ".gz"):
+    for suffix in (".jsonl.gz", ".jsonl", ".json", ".csv.gz", ".csv", ".tsv.gz", ".tsv", ".gz"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -201,6 +213,17 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["headers"] = {str(k): str(v) for k, v in job.get("headers", {}).items()}
         values["pricing"] = _pricing(job.get("pricing", {}), str(target))
         values["sim"] = dict(job.get("sim", {}))
+        if "schema" in job:
+            if not isinstance(job["schema"], dict):
+                raise ConfigError(f"schema in {target} must be a table (a JSON Schema)")
+            values["schema"] = job["schema"]
+        if "keep_fields" in job:
+            fields_ = job["keep_fields"]
+            if not isinstance(fields_, list) or not all(isinstance(f, str) for f in fields_):
+                raise ConfigError(f"keep_fields in {target} must be a list of column names")
+            values["keep_fields"] = tuple(fields_)
+        if "schema_retries" in job:
+            values["schema_retries"] = job["schema_retries"]
         values.update(job.get("limits", {}))
         values.update(job.get("retry", {}))
     else:

@@ -39,7 +39,8 @@ class Request:
 
     __slots__ = (
         "attempts", "billed_usd", "body", "custom_id", "est_tokens", "line", "max_tokens",
-        "metadata", "model", "prompt_tokens_est", "reserved_usd", "schema", "schema_required",
+        "metadata", "model", "prompt_tokens_est", "reserved_usd", "schema", "schema_failures",
+        "schema_required",
     )
 
     def __init__(
@@ -58,6 +59,7 @@ class Request:
         self.metadata = metadata
         self.schema_required = schema_required
         self.schema = schema  # the JSON Schema replies must match (schema.validate_reply), or None
+        self.schema_failures = 0  # replies that failed it: retried up to the job's schema_retries
         self.attempts = 0
         self.billed_usd = 0.0
         self.reserved_usd = 0.0  # worst-case cost booked against the budget while in flight

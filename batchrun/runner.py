@@ -35,6 +35,7 @@ from batchrun.limits import AdaptiveLimits
 from batchrun.pricing import PriceBook, response_cost, usage_of
 from batchrun.records import InputParser, InvalidLine, Request, error_record, success_record
 from batchrun.retry import Verdict, classify_response, retry_wait
+from batchrun.schema import validate_reply
 from batchrun.summary import Summary
 from batchrun.trace import Trace
 from batchrun.transport import Transport, is_openrouter
@@ -293,7 +294,8 @@ class Runner:
         parser = InputParser(
             model=config.model, params=config.params, system=config.system,
             template=config.template, skip_ids=skip_ids,  # type: ignore[arg-type]
-            budget_set=config.max_cost_usd is not None,
+            budget_set=config.max_cost_usd is not None, keep_fields=config.keep_fields,
+            schema=config.schema,
         )
         read = 0
         with open_input(config.input) as stream:
@@ -414,6 +416,13 @@ class Runner:
             self._reserved_usd -= item.reserved_usd
             item.reserved_usd = 0.0
 
+        parsed = None
+        if verdict.kind is None and item.schema is not None:
+            parsed, problem = validate_reply(body, item.schema)
+            if problem is not None:
+                verdict = Verdict(ErrorKind.INVALID_OUTPUT, problem, body)
+        if verdict.kind == ErrorKind.INVALID_OUTPUT:
+            item.schema_failures += 1
         kind = verdict.kind
         trace = self._trace
         if kind is None:
@@ -421,7 +430,7 @@ class Runner:
             if trace is not None:
                 trace.attempt(item.custom_id, item.attempts, status=status, kind=None,
                               latency_s=latency, usage=usage, outcome="done")
-            record = success_record(item, raw.strip(), body, usage, latency)
+            record = success_record(item, raw.strip(), body, usage, latency, parsed=parsed)
             self._write_result(record)
             self._done_ids.add(item.custom_id)
             self._limits.on_success()
@@ -436,7 +445,8 @@ class Runner:
                                   latency_s=latency, usage=usage, message=verdict.message, outcome="left")
                 self._leave_unfinished(item)  # not retried now: the rerun will
                 return
-            if item.attempts < self.config.max_attempts:
+            exhausted = kind == ErrorKind.INVALID_OUTPUT and item.schema_failures > self.config.schema_retries
+            if item.attempts < self.config.max_attempts and not exhausted:
                 wait = retry_wait(
                     verdict, item.attempts, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s
                 )

@@ -1,0 +1,43 @@
+"""Structured outputs through the real runner: replies validated, parsed objects stored, failures retried."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from conftest import job_file, prompts, read_jsonl, write_jsonl
+
+from batchrun.config import load_config
+from batchrun.runner import Runner
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"enum": ["positive", "negative", "neutral"]}, "confidence": {"type": "number"}},
+    "required": ["label", "confidence"],
+    "additionalProperties": False,
+}
+
+
+def test_replies_that_match_the_schema_are_stored_parsed(tmp_path: Path, sim) -> None:
+    rows = [
+        {**row, "response_format": {"type": "json_schema", "json_schema": {"name": "l", "schema": SCHEMA}}}
+        for row in prompts(20, max_tokens=64)
+    ]
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
+    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    assert result.exit_code == 0, result.message
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert len(records) == 20
+    assert all(r["parsed"]["label"] in SCHEMA["properties"]["label"]["enum"] for r in records)
+
+
+def test_a_reply_that_fails_the_job_schema_is_invalid_output_after_its_own_retries(tmp_path: Path, sim) -> None:
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(3)), extra=f'base_url = "{sim.base_url}"')
+    config = load_config(job, {"schema": SCHEMA, "schema_retries": 1})
+    result = asyncio.run(Runner(config, api_key="k").run())
+    assert result.exit_code == 1
+    errors = read_jsonl(tmp_path / "out.errors.jsonl")
+    assert [e["error"]["code"] for e in errors] == ["invalid_output"] * 3
+    assert all(e["attempts"] == 2 for e in errors)  # the first try and one schema retry
+    assert all(e["billed_usd"] > 0 for e in errors)  # replies that failed were still paid for
+    assert sim.ledger.counts()["billed"] == 6
