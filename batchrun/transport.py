@@ -28,6 +28,7 @@ import orjson
 
 from batchrun import __version__
 from batchrun.errors import ErrorKind, TransportFailure
+from batchrun.sse import StreamAssembler
 
 __all__ = ["Transport", "chat_url", "is_openrouter", "translate_errors"]
 
@@ -90,6 +91,27 @@ def _ssl_context() -> ssl.SSLContext | bool:
     return True
 
 
+async def _read_stream(response: aiohttp.ClientResponse) -> bytes:
+    """Assemble an SSE reply (``stream: true``) into one chat.completion body, as JSON bytes.
+
+    A mid-stream error becomes the body's ``error`` (with the usage so far, so it is billed right)
+    and is then classified like an HTTP 200 with an error; a stream cut off is a connection error.
+    """
+    assembler = StreamAssembler()
+    try:
+        async for chunk in response.content.iter_any():
+            assembler.feed(chunk)
+    except aiohttp.ClientPayloadError:
+        pass  # the assembler reports the cut-off below
+    body, error = assembler.result()
+    if error is not None:
+        if error["kind"] in (ErrorKind.CONNECTION_ERROR, ErrorKind.TIMEOUT):
+            raise TransportFailure(error["kind"], error["message"])
+        code = 429 if error["kind"] == ErrorKind.RATE_LIMITED else (error.get("status") or 502)
+        body = {**body, "error": {"code": code, "message": error["message"]}}
+    return orjson.dumps(body)
+
+
 class Transport:
     """One connection pool to one server; use as ``async with Transport(...) as transport``."""
 
@@ -142,6 +164,8 @@ class Transport:
         assert self._session is not None, "use Transport as an async context manager"
         with translate_errors(self._timeout_s):
             async with self._session.post(self.url, data=body, proxy=self._proxy) as response:
+                if response.status == 200 and response.content_type == "text/event-stream":
+                    return response.status, response.headers, await _read_stream(response)
                 return response.status, response.headers, await response.read()
 
     async def get_json(self, path: str) -> Any:
