@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import string
 import time
 from collections.abc import Mapping, Sequence
@@ -140,11 +141,13 @@ class InputParser:
             obj: Any = raw.row
         else:
             try:
-                obj = orjson.loads(raw)
+                # orjson reads integers beyond 64 bits as floats (losing digits): 19+ digits in a
+                # row send the line to the standard parser, which keeps them exact.
+                obj = _lenient_json(raw, line) if _LONG_NUMBER.search(raw) else orjson.loads(raw)
             except orjson.JSONDecodeError:
                 obj = _lenient_json(raw, line)
-                if isinstance(obj, InvalidLine):
-                    return obj
+            if isinstance(obj, InvalidLine):
+                return obj
         if not isinstance(obj, dict):
             return InvalidLine(line, f"expected a JSON object, got {_json_type(obj)}")
         custom_id = obj.get("custom_id", obj.get("id"))
@@ -182,7 +185,7 @@ class InputParser:
             isinstance(response_format, dict) and response_format.get("type") == "json_schema"
         )
         return Request(
-            custom_id, line, orjson.dumps(body), str(body.get("model", "")),
+            custom_id, line, _dumps(body), str(body.get("model", "")),
             estimate_prompt_tokens(messages), max_tokens, metadata, schema_required, schema,
         )
 
@@ -261,6 +264,16 @@ class InputParser:
 
 class _Bad(Exception):
     pass
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits: the standard library writes them exactly
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _lenient_json(raw: bytes, line: int) -> Any:

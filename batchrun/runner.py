@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -430,8 +431,9 @@ class Runner:
             if trace is not None:
                 trace.attempt(item.custom_id, item.attempts, status=status, kind=None,
                               latency_s=latency, usage=usage, outcome="done")
-            record = success_record(item, raw.strip(), body, usage, latency, parsed=parsed)
-            self._write_result(record)
+            raw_body = raw.strip()
+            record = success_record(item, raw_body, body, usage, latency, parsed=parsed)
+            self._write_result(record, raw_body)
             self._done_ids.add(item.custom_id)
             self._limits.on_success()
             self._finish(item, None)
@@ -498,15 +500,14 @@ class Runner:
 
     # -- writer --------------------------------------------------------------------------
 
-    def _write_result(self, record: dict[str, Any]) -> None:
+    def _write_result(self, record: dict[str, Any], raw_body: bytes) -> None:
         self.summary.add(record)
-        self._pending_results.append(self._redact(orjson.dumps(record, option=_DUMPS_OPTIONS)))
+        self._pending_results.append(self._redact(_dumps_line(record, raw_body)))
         self._wake_writer.set()
 
     def _write_error(self, record: dict[str, Any]) -> None:
         self.summary.add(record)
-        line = orjson.dumps(record, option=_DUMPS_OPTIONS, default=str)
-        self._pending_errors.append(self._redact(line))
+        self._pending_errors.append(self._redact(_dumps_line(record)))
         self._wake_writer.set()
 
     def _redact(self, line: bytes) -> bytes:
@@ -569,6 +570,19 @@ class Runner:
         else:
             code = 0
         return RunResult(summary, code, kind, message, self.config.output, self.config.errors_path)
+
+
+def _dumps_line(record: dict[str, Any], raw_body: bytes | None = None) -> bytes:
+    try:
+        return orjson.dumps(record, option=_DUMPS_OPTIONS, default=str)
+    except TypeError:
+        # Integers beyond 64 bits (in metadata) that orjson refuses: the standard library writes
+        # them exactly, with the embedded provider body parsed back from its bytes.
+        response = record.get("response")
+        if isinstance(response, dict) and isinstance(response.get("body"), orjson.Fragment):
+            body = json.loads(raw_body) if raw_body else None
+            record = {**record, "response": {**response, "body": body}}
+        return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
 
 
 def _stop_hint(kind: str, message: str, key_env: str) -> str:

@@ -280,3 +280,14 @@ def test_torn_last_line_is_repaired_on_resume(tmp_path: Path, sim) -> None:
     assert result.exit_code == 0
     assert sorted(ids) == sorted(f"p{i}" for i in range(30))
     assert os.path.getsize(output) > 0
+
+
+def test_integers_beyond_64_bits_go_out_and_come_back_exactly(tmp_path: Path, sim) -> None:
+    big = 123456789012345678901234567890
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"custom_id": "big", "prompt": "hi", "max_tokens": 4, "metadata": {"n": %d}}\n' % big)
+    job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"')
+    assert run_job(job).exit_code == 0
+    line = (tmp_path / "out.jsonl").read_bytes()
+    assert b'"n": %d' % big in line or b'"n":%d' % big in line
+    assert orjson.loads(line)["response"]["body"]["choices"]
