@@ -153,7 +153,7 @@ def _run_with_signals(runner: Runner) -> tuple[RunResult, int | None]:
 
 @app.command()
 def run(
-    target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz)."),
+    target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv, .tsv)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Results file [default: <input>.results.jsonl beside the input]."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none [default: google/gemini-2.0-flash-lite-001]."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."),
