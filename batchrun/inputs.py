@@ -9,6 +9,7 @@ treats as a row of data (fields fill the template; none is ever sent as a reques
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -163,15 +164,22 @@ def open_input(path: Path) -> InputStream:
     return binary if delimiter is None else TableReader(binary, delimiter)
 
 
-def _open_binary(path: Path) -> BinaryIO:
+@contextlib.contextmanager
+def readable(path: Path) -> Iterator[None]:
+    """Turn the OS's reasons for not reading the input into one clear ConfigError."""
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        yield
     except FileNotFoundError:
         raise ConfigError(f"input file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"input is a folder, not a file: {path}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read input {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read input {path}: {exc.strerror or exc}") from None
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    with readable(path):
+        raw = open(path, "rb")  # noqa: SIM115 - the caller closes it
     if raw.peek(2)[:2] == _GZIP_MAGIC:
         raw.close()  # a GzipFile given a fileobj never closes it: let gzip own the file instead
         return gzip.open(path, "rb")  # type: ignore[return-value]

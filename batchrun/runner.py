@@ -30,7 +30,7 @@ from batchrun.errors import (
     TransportFailure,
 )
 from batchrun.events import EventHandler, Finished, Notice, Planned, Retrying
-from batchrun.inputs import fingerprint, iter_lines, measure, open_input
+from batchrun.inputs import fingerprint, iter_lines, measure, open_input, readable
 from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
 from batchrun.limits import AdaptiveLimits
 from batchrun.pricing import PriceBook, response_cost, usage_of
@@ -592,14 +592,8 @@ def _stop_hint(kind: str, message: str, key_env: str) -> str:
 
 
 def _fingerprint(path: Path) -> str:
-    try:
+    with readable(path):
         return fingerprint(path)
-    except FileNotFoundError:
-        raise ConfigError(f"input file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"input is a folder, not a file: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read input {path}: {exc.strerror or exc}") from None
 
 
 def _sim_args(options: dict[str, Any] | Any) -> list[str]:
