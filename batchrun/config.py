@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,3 @@ def api_key_from_env(config: JobConfig) -> str | None:
     value = os.environ.get(config.api_key_env, "").strip()
     return value or None
 
-
-def with_overrides(config: JobConfig, **changes: Any) -> JobConfig:
-    return replace(config, **changes)

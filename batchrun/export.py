@@ -24,8 +24,8 @@ import orjson
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
 from batchrun.inputs import TableRow, iter_lines, open_input
-from batchrun.ledger import read_records
 from batchrun.schema import reply_text
+from batchrun.status import final_records
 
 __all__ = ["ExportResult", "export"]
 
@@ -66,7 +66,7 @@ def export(
     paths = output_paths(output)
     source = input_path or _manifest_input(paths["manifest"], output)
     parse_json = _asks_for_json(paths["manifest"])
-    labels, parsed_keys = _load_labels(paths["results"], paths["errors"], parse_json)
+    labels, parsed_keys = _load_labels(paths["results"], parse_json)
     if destination is None:
         stem = paths["manifest"].name[: -len(".manifest.json")]
         destination = output.parent / f"{stem}.export.{fmt}"
@@ -109,25 +109,16 @@ def _asks_for_json(manifest: Path) -> bool:
         return False
 
 
-def _load_labels(
-    results: Path, errors: Path, parse_json: bool
-) -> tuple[dict[str, dict[str, Any]], dict[str, None]]:
-    if not results.exists() and not errors.exists():
-        raise ConfigError(f"no output at {results}: give the results file of a job (-o of batchrun run)")
+def _load_labels(output: Path, parse_json: bool) -> tuple[dict[str, dict[str, Any]], dict[str, None]]:
     labels: dict[str, dict[str, Any]] = {}
     parsed_keys: dict[str, None] = {}  # an ordered set
-    for _, record in read_records(results):
-        if isinstance(record, dict) and str(record.get("custom_id")) not in labels:
-            label = _label(record, parse_json)
-            labels[str(record.get("custom_id"))] = label
+    for record in final_records(output):
+        custom_id = str(record.get("custom_id"))
+        if custom_id not in labels:
+            label = _label(record, parse_json and record.get("error") is None)
+            labels[custom_id] = label
             if isinstance(label["parsed"], dict):
                 parsed_keys.update(dict.fromkeys(label["parsed"]))
-    failing: dict[str, dict[str, Any]] = {}
-    for _, record in read_records(errors):
-        custom_id = str(record.get("custom_id")) if isinstance(record, dict) else None
-        if custom_id is not None and custom_id not in labels:
-            failing[custom_id] = _label(record, False)  # the last line of an id wins
-    labels.update(failing)
     return labels, parsed_keys
 
 

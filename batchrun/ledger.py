@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock, documented
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "read_records"]
+__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records"]
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -61,6 +61,22 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, orjson.loads(line)
             except orjson.JSONDecodeError:
                 yield number, None
+
+
+def last_error_lines(path: Path, done_ids: set[str]) -> tuple[dict[str, int], int]:
+    """The line number of each id's last error record, for ids with no result; and the line count.
+
+    An errors file can hold several lines for one id until it is compacted (a run appends as it
+    goes); the last one is the id's current verdict.
+    """
+    last: dict[str, int] = {}
+    total = 0
+    for number, record in read_records(path):
+        total += 1
+        custom_id = record.get("custom_id") if isinstance(record, dict) else None
+        if isinstance(custom_id, str) and custom_id not in done_ids:
+            last[custom_id] = number
+    return last, total
 
 
 def _repair_tail(path: Path) -> int:
@@ -259,13 +275,7 @@ class Ledger:
     def compact_errors(self, done_ids: set[str]) -> int:
         """Rewrite the errors file to hold one line (the last) per id that has no result; count them."""
         path = self.paths["errors"]
-        last: dict[str, int] = {}
-        total = 0
-        for number, record in read_records(path):
-            total += 1
-            custom_id = record.get("custom_id") if isinstance(record, dict) else None
-            if isinstance(custom_id, str) and custom_id not in done_ids:
-                last[custom_id] = number
+        last, total = last_error_lines(path, done_ids)
         if len(last) == total:
             return total
         keep = set(last.values())

@@ -44,7 +44,7 @@ from batchrun.workqueue import WorkQueue
 
 __all__ = ["RunResult", "Runner"]
 
-_DUMPS_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+_DUMPS_OPTIONS = orjson.OPT_APPEND_NEWLINE
 _STOP_KINDS = frozenset({ErrorKind.AUTH_ERROR, ErrorKind.INSUFFICIENT_CREDITS})
 _SIM_KEY = "sk-or-v1-batchrun-simulator"
 
@@ -129,7 +129,8 @@ class Runner:
             ledger = Ledger(config.output, fsync_interval_s=config.fsync_interval_s)
             self._ledger = ledger
             stack.callback(ledger.close)
-            state = ledger.open(self._manifest(), force=config.force)
+            manifest = self._manifest()
+            state = ledger.open(manifest, force=config.force)
             if config.log_path is not None:
                 self._trace = Trace(config.log_path, secret=self._secret)
                 stack.callback(self._trace.close)
@@ -143,10 +144,13 @@ class Runner:
                 )
             )
             self._transport = transport
-            await self._load_prices(transport, base_url)
+            # Only OpenRouter (and the simulator of it) serves /models with prices and /key.
+            if config.use_sim or is_openrouter(base_url):
+                await self._load_prices(transport)
             self._check_budget_prices()
             plan = self._plan(base_url, state)
-            plan = await self._check_key(transport, base_url, plan)
+            if config.use_sim or is_openrouter(base_url):
+                plan = await self._check_key(transport, plan)
             self._emit(plan)
             try:
                 await self._pipeline(state)
@@ -154,7 +158,7 @@ class Runner:
                 self.summary.close()
             still_failing = ledger.compact_errors(self._done_ids)
             if self._unavailable:
-                ledger.write_manifest({**self._manifest(), "unavailable_models": sorted(self._unavailable)})
+                ledger.write_manifest({**manifest, "unavailable_models": sorted(self._unavailable)})
         return self._result(still_failing)
 
     async def _endpoint(self, stack: contextlib.AsyncExitStack) -> tuple[str, str | None]:
@@ -195,11 +199,10 @@ class Runner:
             if model == self.config.model:
                 self._emit(Notice(f"model {model} was unavailable in the last run"))
 
-    async def _load_prices(self, transport: Transport, base_url: str) -> None:
-        if self.config.use_sim or is_openrouter(base_url):
-            payload = await transport.get_json("/models")
-            if payload is not None:
-                self._prices.load_models_payload(payload)
+    async def _load_prices(self, transport: Transport) -> None:
+        payload = await transport.get_json("/models")
+        if payload is not None:
+            self._prices.load_models_payload(payload)
 
     def _check_budget_prices(self) -> None:
         config = self.config
@@ -223,10 +226,8 @@ class Runner:
                         "known: add -p max_tokens=N (or max_tokens under [params])"
                     )
 
-    async def _check_key(self, transport: Transport, base_url: str, plan: Planned) -> Planned:
-        """On OpenRouter, compare the key's remaining limit with the budget and the worst case."""
-        if not (self.config.use_sim or is_openrouter(base_url)):
-            return plan
+    async def _check_key(self, transport: Transport, plan: Planned) -> Planned:
+        """Compare the key's remaining limit (OpenRouter's GET /key) with the budget and worst case."""
         payload = await transport.get_json("/key")
         data = payload.get("data") if isinstance(payload, dict) else None
         remaining = data.get("limit_remaining") if isinstance(data, dict) else None
@@ -426,11 +427,15 @@ class Runner:
             item.schema_failures += 1
         kind = verdict.kind
         trace = self._trace
+
+        def log(outcome: str, **wait: Any) -> None:
+            if trace is not None:
+                trace.attempt(item.custom_id, item.attempts, status=status, kind=kind, latency_s=latency,
+                              usage=usage, message=verdict.message, outcome=outcome, **wait)
+
         if kind is None:
             usage = usage or response_cost(None, None, self._prices)
-            if trace is not None:
-                trace.attempt(item.custom_id, item.attempts, status=status, kind=None,
-                              latency_s=latency, usage=usage, outcome="done")
+            log("done")
             raw_body = raw.strip()
             record = success_record(item, raw_body, body, usage, latency, parsed=parsed)
             self._write_result(record, raw_body)
@@ -442,9 +447,7 @@ class Runner:
             self._limits.on_rate_limited(verdict.retry_after, over_limit=verdict.over_limit)
         if kind in RETRYABLE_KINDS:
             if self._stop_kind is not None:
-                if trace is not None:
-                    trace.attempt(item.custom_id, item.attempts, status=status, kind=kind,
-                                  latency_s=latency, usage=usage, message=verdict.message, outcome="left")
+                log("left")
                 self._leave_unfinished(item)  # not retried now: the rerun will
                 return
             exhausted = kind == ErrorKind.INVALID_OUTPUT and item.schema_failures > self.config.schema_retries
@@ -452,20 +455,15 @@ class Runner:
                 wait = retry_wait(
                     verdict, item.attempts, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s
                 )
-                if trace is not None:
-                    reason = "server asked (Retry-After or reset header)" if verdict.retry_after is not None \
-                        else "exponential backoff with full jitter"
-                    trace.attempt(item.custom_id, item.attempts, status=status, kind=kind,
-                                  latency_s=latency, usage=usage, message=verdict.message,
-                                  wait_s=wait, wait_reason=reason, outcome="retry")
+                reason = "server asked (Retry-After or reset header)" if verdict.retry_after is not None \
+                    else "exponential backoff with full jitter"
+                log("retry", wait_s=wait, wait_reason=reason)
                 self._emit(Retrying(item.custom_id, item.attempts, kind, wait, verdict.message))
                 asyncio.get_running_loop().call_later(wait, self._retry, item)
                 return
         if kind == ErrorKind.MODEL_UNAVAILABLE:
             self._mark_unavailable(item.model, verdict)
-        if trace is not None:
-            trace.attempt(item.custom_id, item.attempts, status=status, kind=kind, latency_s=latency,
-                          usage=usage, message=verdict.message, outcome="failed")
+        log("failed")
         record = error_record(
             item.custom_id, item.line, kind, verdict.message, status=status, body=body,
             usage=usage, request=item, latency_s=latency,

@@ -22,7 +22,7 @@ import orjson
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
 from batchrun.inputs import measure
-from batchrun.ledger import read_records
+from batchrun.ledger import last_error_lines, read_records
 from batchrun.summary import Summary
 
 try:
@@ -57,10 +57,7 @@ def final_records(output: Path) -> Iterator[dict[str, Any]]:
         if isinstance(record, dict):
             done.add(str(record.get("custom_id")))
             yield record
-    last_line: dict[str, int] = {}
-    for number, record in read_records(paths["errors"]):
-        if isinstance(record, dict) and (custom_id := str(record.get("custom_id"))) not in done:
-            last_line[custom_id] = number
+    last_line, _ = last_error_lines(paths["errors"], done)
     keep = set(last_line.values())
     if keep:
         for number, record in read_records(paths["errors"]):

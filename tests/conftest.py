@@ -63,6 +63,12 @@ def batchrun_cmd(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "batchrun", *map(str, args)]
 
 
+def start_cli(*args: str | Path, output: bool = True) -> subprocess.Popen[str]:
+    """Start the CLI as a real process in the background (stdout/stderr piped, or dropped)."""
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(batchrun_cmd(*args), env=cli_env(), stdout=pipe, stderr=pipe, text=True)
+
+
 def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         batchrun_cmd(*args), capture_output=True, text=True, timeout=timeout,

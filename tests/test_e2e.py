@@ -11,7 +11,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import batchrun_cmd, cli_env, job_file, prompts, read_jsonl, run_cli, write_jsonl
+from conftest import (
+    batchrun_cmd,
+    cli_env,
+    job_file,
+    prompts,
+    read_jsonl,
+    run_cli,
+    start_cli,
+    write_jsonl,
+)
 
 from batchrun.config import load_config
 from batchrun.runner import Runner
@@ -121,8 +130,7 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_result_per_id(tmp_path: Pat
     output = tmp_path / "out.jsonl"
     kills = 0
     for delay in (0.9, 0.6, 1.1):
-        process = subprocess.Popen(batchrun_cmd("run", job, "--no-progress"), env=cli_env(),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = start_cli("run", job, "--no-progress", output=False)
         time.sleep(delay)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
@@ -150,8 +158,7 @@ def test_first_sigint_drains_in_flight_and_exits_130(tmp_path: Path, sim_factory
     sim = sim_factory(latency_s=0.2)
     source = write_jsonl(tmp_path / "in.jsonl", prompts(400))
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 8\n')
-    process = subprocess.Popen(batchrun_cmd("run", job, "--no-progress"), env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("run", job, "--no-progress")
     time.sleep(1.5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import batchrun_cmd, cli_env, job_file, prompts, read_jsonl, run_cli, write_jsonl
+from conftest import (
+    batchrun_cmd,
+    cli_env,
+    job_file,
+    prompts,
+    read_jsonl,
+    run_cli,
+    start_cli,
+    write_jsonl,
+)
 
 from batchrun.config import load_config, output_paths
 from batchrun.report import collect, write_report
@@ -101,8 +110,7 @@ def test_status_sees_a_running_job_its_rate_and_eta(tmp_path: Path, sim_factory)
     source = write_jsonl(tmp_path / "in.jsonl", prompts(60))
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 2\n')
     output = tmp_path / "out.jsonl"
-    process = subprocess.Popen(batchrun_cmd("run", job, "--no-progress"), env=cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_cli("run", job, "--no-progress", output=False)
     try:
         deadline = time.monotonic() + 10
         while len(read_jsonl(output)) < 5 and time.monotonic() < deadline:

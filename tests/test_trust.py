@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import batchrun_cmd, cli_env, job_file, prompts, read_jsonl, run_cli, write_jsonl
+from conftest import (
+    batchrun_cmd,
+    cli_env,
+    job_file,
+    prompts,
+    read_jsonl,
+    run_cli,
+    start_cli,
+    write_jsonl,
+)
 
 from batchrun.config import load_config
 from batchrun.runner import Runner
@@ -140,8 +149,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     sim = sim_factory(latency_s=0.3)
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(200)),
                    extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 4\n')
-    first = subprocess.Popen(batchrun_cmd("run", job, "--no-progress"), env=cli_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_cli("run", job, "--no-progress", output=False)
     try:
         time.sleep(1.0)
         second = run_cli("run", job, "--no-progress")
@@ -170,8 +178,7 @@ def test_sigterm_drains_and_exits_143(tmp_path: Path, sim_factory) -> None:
     sim = sim_factory(latency_s=0.2)
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(400)),
                    extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 8\n')
-    process = subprocess.Popen(batchrun_cmd("run", job, "--no-progress"), env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("run", job, "--no-progress")
     time.sleep(1.2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
@@ -183,8 +190,7 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path: Path, sim_factory) -> None:
     sim = sim_factory(latency_s=30)
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(50)),
                    extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 4\n')
-    process = subprocess.Popen(batchrun_cmd("run", job, "--no-progress"), env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("run", job, "--no-progress")
     time.sleep(1.2)
     process.send_signal(signal.SIGINT)
     time.sleep(0.5)
