@@ -40,7 +40,7 @@ class Request:
 
     __slots__ = (
         "attempts", "billed_usd", "body", "custom_id", "est_tokens", "line", "max_tokens",
-        "metadata", "model", "prompt_tokens_est", "reserved_usd", "schema", "schema_failures",
+        "metadata", "model", "models", "prompt_tokens_est", "reserved_usd", "schema", "schema_failures",
         "schema_required",
     )
 
@@ -61,6 +61,7 @@ class Request:
         self.schema_required = schema_required
         self.schema = schema  # the JSON Schema replies must match (schema.validate_reply), or None
         self.schema_failures = 0  # replies that failed it: retried up to the job's schema_retries
+        self.models: tuple[str, ...] = ()  # OpenRouter's fallback list: any of them may be billed
         self.attempts = 0
         self.billed_usd = 0.0
         self.reserved_usd = 0.0  # worst-case cost booked against the budget while in flight
@@ -184,10 +185,14 @@ class InputParser:
         schema_required = schema is not None or (
             isinstance(response_format, dict) and response_format.get("type") == "json_schema"
         )
-        return Request(
+        request = Request(
             custom_id, line, _dumps(body), str(body.get("model", "")),
             estimate_prompt_tokens(messages), max_tokens, metadata, schema_required, schema,
         )
+        fallbacks = body.get("models")
+        if isinstance(fallbacks, list):
+            request.models = tuple(m for m in fallbacks if isinstance(m, str))
+        return request
 
     def _body_of(self, obj: dict[str, Any]) -> dict[str, Any]:
         if "body" in obj and ("url" in obj or "method" in obj):

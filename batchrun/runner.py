@@ -374,15 +374,18 @@ class Runner:
         self._settle(item, status, raw, verdict, latency)
 
     def _reserve_budget(self, item: Request) -> bool:
-        price = self._prices.get(item.model)
         limit = self.config.max_cost_usd
         assert limit is not None
-        if price is None:
-            self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {item.model}, so --max-cost cannot be kept")
+        # Any model of the line's fallback list may serve it, so the dearest one is booked.
+        models = (item.model, *item.models)
+        prices = [self._prices.get(model) for model in models]
+        if None in prices:
+            unknown = models[prices.index(None)]
+            self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {unknown}, so --max-cost cannot be kept")
             self._leave_unfinished(item)
             return False
         # An upper bound, not an estimate: no tokenizer makes more tokens than the body has bytes.
-        worst = price.cost(len(item.body), item.max_tokens or 0)
+        worst = max(price.cost(len(item.body), item.max_tokens or 0) for price in prices if price)
         if self._spent_usd + self._reserved_usd + worst > limit:
             self.stop(
                 ErrorKind.BUDGET_EXCEEDED,

@@ -255,3 +255,17 @@ def test_the_key_is_redacted_when_a_server_echoes_it_back(tmp_path: Path) -> Non
         assert "[redacted]" in (tmp_path / "out.errors.jsonl").read_text()
 
     asyncio.run(serve())
+
+
+def test_the_budget_books_the_dearest_model_of_a_fallback_list(tmp_path: Path, sim) -> None:
+    # gemini-2.0-flash-lite is cheap; claude-3.5-haiku, a fallback, costs ~13x more per token.
+    rows = [{**row, "models": ["google/gemini-2.0-flash-lite-001", "anthropic/claude-3.5-haiku"]}
+            for row in prompts(50, max_tokens=50)]
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
+    cap = 0.001
+    result = asyncio.run(Runner(load_config(job, {"max_cost_usd": cap, "concurrency": 4}), api_key="k").run())
+    assert result.stop_kind == "budget_exceeded"
+    # Each request could cost up to 50 output tokens at $4/M, so few fit under the cap.
+    per_request_worst = 50 * 4.0e-6
+    assert len(read_jsonl(tmp_path / "out.jsonl")) <= cap / per_request_worst
+    assert sim.ledger.billed_total_usd() <= cap
