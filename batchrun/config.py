@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchrun.errors import ConfigError
 from batchrun.pricing import Price
@@ -37,13 +38,21 @@ DEFAULT_MODEL = "google/gemini-2.0-flash-lite-001"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_TIMEOUT_S = 300.0
+# A stream silent this long (not even OpenRouter's keep-alive comments, sent every few seconds)
+# is dead, whatever the per-attempt timeout still allows.
+DEFAULT_STREAM_IDLE_S = 60.0
 SIM = "sim"
+# What the server speaks beyond chat completions: "openrouter" serves GET /key and /models with
+# prices; "openai" (any other OpenAI-compatible server) does not; "auto" decides by the host.
+APIS = ("auto", "openrouter", "openai")
 
 _TOP_KEYS = frozenset({
     "input", "output", "model", "base_url", "api_key_env", "system", "template", "params",
-    "limits", "headers", "pricing", "retry", "sim", "schema", "keep_fields", "schema_retries",
+    "limits", "headers", "pricing", "retry", "sim", "schema", "keep_fields", "schema_retries", "api",
 })
-_LIMIT_KEYS = frozenset({"rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "max_cost_usd"})
+_LIMIT_KEYS = frozenset({
+    "rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "stream_idle_s", "max_cost_usd",
+})
 _RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
 
 
@@ -55,6 +64,7 @@ class JobConfig:
     output: Path
     model: str = DEFAULT_MODEL
     base_url: str = DEFAULT_BASE_URL  # or "sim": start the built-in simulator
+    api: str = "auto"  # one of APIS
     api_key_env: str = "OPENROUTER_API_KEY"
     system: str | None = None
     template: str | None = None
@@ -66,6 +76,7 @@ class JobConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout_s: float = DEFAULT_TIMEOUT_S
+    stream_idle_s: float = DEFAULT_STREAM_IDLE_S  # longest silence inside a streamed reply
     max_cost_usd: float | None = None
     limit: int | None = None
     retry_failed: bool = False
@@ -83,6 +94,9 @@ class JobConfig:
         _positive_int("concurrency", self.concurrency)
         _positive_int("max_attempts", self.max_attempts)
         _positive_number("timeout_s", self.timeout_s)
+        _positive_number("stream_idle_s", self.stream_idle_s)
+        if self.api not in APIS:
+            raise ConfigError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         for name in ("rpm", "tpm", "max_cost_usd"):
             if getattr(self, name) is not None:
                 _positive_number(name, getattr(self, name))
@@ -105,6 +119,13 @@ class JobConfig:
     @property
     def use_sim(self) -> bool:
         return self.base_url == SIM
+
+    @property
+    def speaks_openrouter(self) -> bool:
+        """True when the server serves OpenRouter's GET /key and /models (with prices)."""
+        if self.api != "auto":
+            return self.api == "openrouter"
+        return self.use_sim or (urlsplit(self.base_url).hostname or "").endswith("openrouter.ai")
 
     @property
     def errors_path(self) -> Path:
@@ -170,15 +191,33 @@ def _read_job(path: Path) -> dict[str, Any]:
     return job
 
 
+_PRICE_KEYS = frozenset({
+    "prompt_per_m", "completion_per_m", "cached_per_m", "cache_write_per_m", "reasoning_per_m",
+    "request_usd",
+})
+
+
+def _optional_float(entry: Mapping[str, Any], key: str) -> float | None:
+    return None if entry.get(key) is None else float(entry[key])
+
+
 def _pricing(table: Mapping[str, Any], where: str) -> dict[str, Price]:
     prices = {}
     for model, entry in table.items():
+        if isinstance(entry, dict) and (bad := sorted(set(entry) - _PRICE_KEYS)):
+            raise ConfigError(
+                f"unknown key {bad[0]!r} in [pricing.\"{model}\"] of {where} "
+                f"(known: {', '.join(sorted(_PRICE_KEYS))})"
+            )
         try:
             prices[model] = Price.per_million(
                 float(entry["prompt_per_m"]), float(entry["completion_per_m"]),
-                None if entry.get("cached_per_m") is None else float(entry["cached_per_m"]),
+                _optional_float(entry, "cached_per_m"),
+                cache_write=_optional_float(entry, "cache_write_per_m"),
+                reasoning=_optional_float(entry, "reasoning_per_m"),
+                request=_optional_float(entry, "request_usd") or 0.0,
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise ConfigError(
                 f"[pricing.\"{model}\"] in {where} needs prompt_per_m and completion_per_m (USD per 1M tokens)"
             ) from None
@@ -204,7 +243,7 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["input"] = (base / job["input"]).resolve()
         if "output" in job:
             values["output"] = (base / job["output"]).resolve()
-        for key in ("model", "base_url", "api_key_env", "system", "template"):
+        for key in ("model", "base_url", "api", "api_key_env", "system", "template"):
             if key in job:
                 if not isinstance(job[key], str):
                     raise ConfigError(f"{key} in {target} must be a string")

@@ -8,7 +8,8 @@ How the figures are made (each is printed with its assumption):
   (no tokenizer can be downloaded offline; about ±20 % for English prose);
 - worst-case output tokens: the sum of every request's ``max_tokens``; requests without one are
   counted as unbounded;
-- cost, per request at its model's price (job ``[pricing]``, then the built-in table):
+- cost, per request at its model's price (job ``[pricing]``, then the provider's ``/models`` list
+  as the last run cached it, or as ``--fetch-prices`` fetches it now, then the built-in table):
   low = the input alone at 80 % of the estimate (a reply costs at least nothing);
   expected = the input estimate plus half of ``max_tokens`` (``ASSUMED_UNBOUNDED_OUTPUT`` tokens
   when there is none);
@@ -19,13 +20,18 @@ How the figures are made (each is printed with its assumption):
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrun.config import JobConfig, output_paths
+import orjson
+
+from batchrun.config import JobConfig, api_key_from_env, output_paths
+from batchrun.errors import ConfigError
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import read_records
+from batchrun.price_cache import age_text, read_prices, write_prices
 from batchrun.pricing import PriceBook
 from batchrun.records import InputParser, InvalidLine
 
@@ -36,6 +42,7 @@ __all__ = [
     "INPUT_ERROR",
     "Estimate",
     "estimate",
+    "price_book",
 ]
 
 INPUT_ERROR = 0.20  # how far the 4-characters-per-token rule can be off, either way
@@ -66,6 +73,7 @@ class Estimate:
     tpm: float | None = None
     concurrency: int = 1
     booked_tokens: int = 0  # what a tpm limiter books: prompt estimate + max_tokens
+    price_sources: dict[str, str | None] = field(default_factory=dict)  # model -> where its price is from
 
     @property
     def worst_bounded(self) -> bool:
@@ -110,6 +118,7 @@ class Estimate:
                 "worst_bounded_part": self.cost_worst,
             },
             "requests_without_price": dict(self.unpriced),
+            "price_sources": dict(self.price_sources),
             "duration_s": {**self.durations_s(), "estimate": self.duration_s, "binding": self.binding_limit},
             "assumptions": {
                 "input_tokens": "4 characters per token + 4 per message (no tokenizer); "
@@ -143,6 +152,9 @@ class Estimate:
                 f"no price known for {names} ({sum(self.unpriced.values()):,} requests): their cost is "
                 "left out; add [pricing.\"MODEL\"] prompt_per_m/completion_per_m to the job file"
             )
+        priced = [f"{m} from {where}" for m, where in self.price_sources.items() if where]
+        if priced:
+            out.append("prices: " + "; ".join(priced))
         worst = f"${self.cost_worst:.6f}" if self.worst_bounded else (
             f"unbounded (${self.cost_worst:.6f} for the requests with max_tokens and a price)"
         )
@@ -177,7 +189,7 @@ class Estimate:
 
 def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
     """Stream the job's input and add up what a run of ``config`` would send. No network."""
-    prices = prices or PriceBook(config.pricing)
+    prices = prices or price_book(config)
     result = Estimate(
         input=str(config.input), model=config.model, rpm=config.rpm, tpm=config.tpm,
         concurrency=config.concurrency,
@@ -202,6 +214,8 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
                 continue
             result.requests += 1
             result.models[item.model] += 1
+            if item.model not in result.price_sources:
+                result.price_sources[item.model] = prices.source(item.model)
             prompt = item.prompt_tokens_est
             result.input_tokens += prompt
             result.booked_tokens += item.est_tokens
@@ -222,6 +236,43 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
             if max_tokens is not None:
                 result.cost_worst += high_share * prompt * price.prompt + max_tokens * price.completion
     return result
+
+
+def price_book(config: JobConfig, *, fetch: bool = False) -> PriceBook:
+    """The prices a run of ``config`` would use, without the network unless ``fetch``.
+
+    Without ``fetch`` the provider's list is the one the last run cached (however old: its age is
+    stated); with it, ``GET /models`` is asked now and the cache refreshed. The simulator's list is
+    its catalog, read in process.
+    """
+    book = PriceBook(config.pricing)
+    if config.use_sim:
+        from batchrun.sim.catalog import (
+            models_payload,  # the simulator is only loaded when asked for
+        )
+
+        book.load_models_payload(orjson.loads(models_payload()), "the simulator's /models")
+        return book
+    from batchrun.transport import api_root
+
+    root = api_root(config.base_url)
+    if fetch:
+        payload = asyncio.run(_fetch_models(config))
+        if payload is None or not book.load_models_payload(payload, f"{root}/models (fetched now)"):
+            raise ConfigError(f"could not fetch prices from {root}/models: no list with prices came back")
+        write_prices(root, payload)
+    elif (cached := read_prices(root)) is not None:
+        book.load_models_payload(cached.payload, f"/models (cached {age_text(cached.age_s())} ago)")
+    return book
+
+
+async def _fetch_models(config: JobConfig) -> object:
+    from batchrun.transport import Transport
+
+    async with Transport(
+        config.base_url, api_key_from_env(config), connections=1, timeout_s=30.0, headers=config.headers
+    ) as transport:
+        return await transport.get_json("/models")
 
 
 def _done_ids(config: JobConfig) -> set[str]:

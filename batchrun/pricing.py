@@ -4,6 +4,11 @@ Where the provider reports ``usage.cost`` (OpenRouter does on every response) th
 (``cost_source: "provider"``). Otherwise tokens × the model's price (``"price_table"``): prices come
 from the job's ``[pricing]``, then the provider's ``GET /models`` when fetched, then the small
 built-in table below; with no price the cost is ``"unknown"``.
+
+Token classes are priced the way OpenRouter bills them: cache reads and cache writes are part of
+``prompt_tokens`` and each has its own price when the model lists one; reasoning tokens are part
+of ``completion_tokens`` and cost the completion price unless the model lists a non-zero
+``internal_reasoning`` price (OpenRouter lists "0" for models that bill reasoning as output).
 """
 
 from __future__ import annotations
@@ -12,25 +17,47 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUILTIN_PRICES", "Price", "PriceBook", "response_cost", "usage_of"]
+__all__ = ["BUILTIN_PRICES", "Price", "PriceBook", "price_from_listing", "response_cost", "usage_of"]
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per token."""
+    """USD per token (``request``: USD per request); None means "as the plain prompt or completion"."""
 
     prompt: float
     completion: float
-    cached_prompt: float | None = None  # cache reads; None means the prompt price
+    cached_prompt: float | None = None  # cache reads
+    cache_write: float | None = None
+    reasoning: float | None = None
+    request: float = 0.0
 
     @classmethod
-    def per_million(cls, prompt: float, completion: float, cached: float | None = None) -> Price:
-        return cls(prompt / 1e6, completion / 1e6, None if cached is None else cached / 1e6)
+    def per_million(
+        cls, prompt: float, completion: float, cached: float | None = None, *,
+        cache_write: float | None = None, reasoning: float | None = None, request: float = 0.0,
+    ) -> Price:
+        def per_token(value: float | None) -> float | None:
+            return None if value is None else value / 1e6
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        return cls(
+            prompt / 1e6, completion / 1e6, per_token(cached), per_token(cache_write),
+            per_token(reasoning), request,
+        )
+
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+        cache_write_tokens: int = 0, reasoning_tokens: int = 0,
+    ) -> float:
         cached_price = self.prompt if self.cached_prompt is None else self.cached_prompt
-        uncached = max(prompt_tokens - cached_tokens, 0)
-        return uncached * self.prompt + cached_tokens * cached_price + completion_tokens * self.completion
+        write_price = self.prompt if self.cache_write is None else self.cache_write
+        reasoning_price = self.completion if self.reasoning is None else self.reasoning
+        uncached = max(prompt_tokens - cached_tokens - cache_write_tokens, 0)
+        reasoning = min(reasoning_tokens, completion_tokens)
+        return (
+            uncached * self.prompt + cached_tokens * cached_price + cache_write_tokens * write_price
+            + (completion_tokens - reasoning) * self.completion + reasoning * reasoning_price
+            + self.request
+        )
 
 
 # Checked against OpenRouter's model pages; a fallback only: /models and [pricing] win.
@@ -52,31 +79,60 @@ class PriceBook:
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._overrides = dict(overrides or {})
         self._provider: dict[str, Price] = {}
+        self.provider_source = "the provider's /models"  # how the provider's list was got
 
     def get(self, model: str | None) -> Price | None:
         if not model:
             return None
         return self._overrides.get(model) or self._provider.get(model) or BUILTIN_PRICES.get(model)
 
-    def load_models_payload(self, payload: Any) -> int:
+    def source(self, model: str) -> str | None:
+        """Where ``get(model)`` comes from, in words; None when there is no price."""
+        if model in self._overrides:
+            return "the job's [pricing]"
+        if model in self._provider:
+            return self.provider_source
+        return "the built-in table" if model in BUILTIN_PRICES else None
+
+    def load_models_payload(self, payload: Any, source: str | None = None) -> int:
         """Take prices from an OpenRouter ``GET /models`` body (USD per token, as strings)."""
+        if source is not None:
+            self.provider_source = source
         loaded = 0
         data = payload.get("data") if isinstance(payload, dict) else None
         for model in data if isinstance(data, list) else ():
             try:
-                pricing = model["pricing"]
-                cached = pricing.get("input_cache_read")
-                price = Price(
-                    float(pricing["prompt"]),
-                    float(pricing["completion"]),
-                    None if cached in (None, "") else float(cached),
-                )
+                price = price_from_listing(model["pricing"])
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
-            if price.prompt >= 0 and price.completion >= 0:  # "-1" marks a router with no fixed price
+            if price is not None:
                 self._provider[str(model.get("id"))] = price
                 loaded += 1
         return loaded
+
+
+def price_from_listing(pricing: Mapping[str, Any]) -> Price | None:
+    """A ``Price`` from one ``/models`` pricing object; None for a router with no fixed price."""
+
+    def optional(key: str, *, zero_is_none: bool = False) -> float | None:
+        value = pricing.get(key)
+        if value in (None, ""):
+            return None
+        number = float(value)
+        return None if zero_is_none and number == 0 else number
+
+    price = Price(
+        float(pricing["prompt"]),
+        float(pricing["completion"]),
+        optional("input_cache_read"),
+        optional("input_cache_write"),
+        # "0" means reasoning is billed as output, not that it is free.
+        optional("internal_reasoning", zero_is_none=True),
+        optional("request") or 0.0,
+    )
+    if price.prompt < 0 or price.completion < 0:  # "-1" marks a router such as openrouter/auto
+        return None
+    return price
 
 
 def usage_of(body: Any) -> dict[str, Any] | None:
@@ -103,17 +159,19 @@ def response_cost(usage: Mapping[str, Any] | None, model: str | None, prices: Pr
     completion = _int(usage.get("completion_tokens"))
     total = _int(usage.get("total_tokens")) or prompt + completion
     prompt_details = usage.get("prompt_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
     completion_details = usage.get("completion_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = (
-        _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
-    )
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
+    cached = _int(prompt_details.get("cached_tokens"))
+    reasoning = _int(completion_details.get("reasoning_tokens"))
     cost = usage.get("cost")
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         cost_usd: float | None = float(cost)
         source = "provider"
     elif (price := prices.get(model)) is not None:
-        cost_usd = price.cost(prompt, completion, cached)
+        cost_usd = price.cost(
+            prompt, completion, cached, _int(prompt_details.get("cache_write_tokens")), reasoning
+        )
         source = "price_table"
     else:
         cost_usd, source = None, "unknown"

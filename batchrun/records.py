@@ -346,12 +346,13 @@ def _record_id() -> str:
 
 def success_record(
     request: Request, raw_body: bytes, body: dict[str, Any], usage: dict[str, Any], latency_s: float,
-    *, parsed: Any = None,
+    *, parsed: Any = None, ttft_s: float | None = None,
 ) -> dict[str, Any]:
     """The results-file line of a success; ``raw_body`` is the provider's JSON, embedded as is.
 
     ``parsed`` is the reply's JSON object as ``schema.validate_reply`` returned it; the record
-    has a ``parsed`` key whenever the request required a schema.
+    has a ``parsed`` key whenever the request required a schema. ``ttft_s`` (time to first token)
+    is known for streamed replies only, and null otherwise.
     """
     record = {
         "id": _record_id(),
@@ -368,6 +369,7 @@ def success_record(
         "provider": body.get("provider"),
         "attempts": request.attempts,
         "latency_s": round(latency_s, 4),
+        "ttft_s": None if ttft_s is None else round(ttft_s, 4),
         "finished_at": _now_iso(),
         "metadata": request.metadata,
     }

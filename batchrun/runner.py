@@ -33,13 +33,14 @@ from batchrun.events import EventHandler, Finished, Notice, Planned, Retrying
 from batchrun.inputs import fingerprint, iter_lines, measure, open_input, readable
 from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
 from batchrun.limits import AdaptiveLimits
+from batchrun.price_cache import age_text, read_prices, write_prices
 from batchrun.pricing import PriceBook, response_cost, usage_of
 from batchrun.records import InputParser, InvalidLine, Request, error_record, success_record
 from batchrun.retry import Verdict, classify_response, retry_wait
 from batchrun.schema import validate_reply
 from batchrun.summary import Summary
 from batchrun.trace import Trace
-from batchrun.transport import Transport, is_openrouter
+from batchrun.transport import Transport
 from batchrun.workqueue import WorkQueue
 
 __all__ = ["RunResult", "Runner"]
@@ -140,16 +141,16 @@ class Runner:
             transport = await stack.enter_async_context(
                 Transport(
                     base_url, api_key, connections=config.concurrency, timeout_s=config.timeout_s,
-                    headers=config.headers,
+                    headers=config.headers, stream_idle_s=config.stream_idle_s,
                 )
             )
             self._transport = transport
             # Only OpenRouter (and the simulator of it) serves /models with prices and /key.
-            if config.use_sim or is_openrouter(base_url):
+            if config.speaks_openrouter:
                 await self._load_prices(transport)
             self._check_budget_prices()
             plan = self._plan(base_url, state)
-            if config.use_sim or is_openrouter(base_url):
+            if config.speaks_openrouter:
                 plan = await self._check_key(transport, plan)
             self._emit(plan)
             try:
@@ -169,7 +170,7 @@ class Runner:
             sim = stack.enter_context(SimProcess(_sim_args(config.sim)))
             return sim.base_url, self._api_key or _SIM_KEY
         api_key = self._api_key or api_key_from_env(config)
-        if api_key is None and is_openrouter(config.base_url):
+        if api_key is None and config.speaks_openrouter:
             raise ConfigError(
                 f"no API key: set {config.api_key_env} (get a key at https://openrouter.ai/keys), "
                 "or add --sim to try the job on the built-in simulator"
@@ -200,9 +201,22 @@ class Runner:
                 self._emit(Notice(f"model {model} was unavailable in the last run"))
 
     async def _load_prices(self, transport: Transport) -> None:
+        """The provider's prices: the cached list while under a day old, else fetched and cached."""
+        use_cache = not self.config.use_sim  # the simulator's port, so its API root, changes every run
+        cached = read_prices(transport.root) if use_cache else None
+        if cached is not None and cached.fresh():
+            self._prices.load_models_payload(cached.payload, f"/models (cached {age_text(cached.age_s())} ago)")
+            return
         payload = await transport.get_json("/models")
-        if payload is not None:
-            self._prices.load_models_payload(payload)
+        if payload is not None and self._prices.load_models_payload(payload, "/models"):
+            if use_cache:
+                write_prices(transport.root, payload)
+        elif cached is not None:
+            self._prices.load_models_payload(
+                cached.payload, f"/models (cached {age_text(cached.age_s())} ago: no fresh list)"
+            )
+            self._emit(Notice(f"could not fetch {transport.root}/models: using the list cached "
+                              f"{age_text(cached.age_s())} ago"))
 
     def _check_budget_prices(self) -> None:
         config = self.config
@@ -263,7 +277,7 @@ class Runner:
             todo = max(lines - len(state.done_ids), 0)
             prompt_tokens = size.text_bytes / max(size.lines, 1) / 4 + 16
             worst = todo * price.cost(round(prompt_tokens), max_tokens)
-            text += f" | worst case ~${worst:.4f}"
+            text += f" | worst case ~${worst:.4f} (price from {self._prices.source(config.model)})"
         elif price is None:
             text += " | cost: no price known"
         else:
@@ -344,6 +358,7 @@ class Runner:
         assert transport is not None
         status: int | None = None
         raw = b""
+        ttft_s: float | None = None
         await limits.gate.acquire()
         try:
             wait = limits.reserve(item.est_tokens)
@@ -362,7 +377,7 @@ class Runner:
             item.attempts += 1
             started = time.perf_counter()
             try:
-                status, headers, raw = await transport.post(item.body)
+                status, headers, raw, ttft_s = await transport.post(item.body)
                 verdict = classify_response(
                     status, headers, raw, schema_required=item.schema_required, now=time.time()
                 )
@@ -371,7 +386,7 @@ class Runner:
             latency = time.perf_counter() - started
         finally:
             limits.gate.release()
-        self._settle(item, status, raw, verdict, latency)
+        self._settle(item, status, raw, verdict, latency, ttft_s)
 
     def _reserve_budget(self, item: Request) -> bool:
         limit = self.config.max_cost_usd
@@ -399,7 +414,8 @@ class Runner:
         return True
 
     def _settle(
-        self, item: Request, status: int | None, raw: bytes, verdict: Verdict, latency: float
+        self, item: Request, status: int | None, raw: bytes, verdict: Verdict, latency: float,
+        ttft_s: float | None = None,
     ) -> None:
         body = verdict.body
         raw_usage = usage_of(body)
@@ -440,7 +456,7 @@ class Runner:
             usage = usage or response_cost(None, None, self._prices)
             log("done")
             raw_body = raw.strip()
-            record = success_record(item, raw_body, body, usage, latency, parsed=parsed)
+            record = success_record(item, raw_body, body, usage, latency, parsed=parsed, ttft_s=ttft_s)
             self._write_result(record, raw_body)
             self._done_ids.add(item.custom_id)
             self._limits.on_success()

@@ -18,21 +18,32 @@ import asyncio
 import contextlib
 import os
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from batchrun import __version__
+from batchrun.config import DEFAULT_STREAM_IDLE_S
 from batchrun.errors import ErrorKind, TransportFailure
 from batchrun.sse import StreamAssembler
 
-__all__ = ["Transport", "chat_url", "is_openrouter", "translate_errors"]
+__all__ = ["Reply", "Transport", "chat_url", "translate_errors"]
 
 _APP_URL = "https://github.com/batchrun/batchrun"
+
+
+class Reply(NamedTuple):
+    """One chat answer as received: ``ttft_s`` is set for streamed replies that brought a token."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    ttft_s: float | None = None
 
 
 def chat_url(base_url: str) -> str:
@@ -49,10 +60,6 @@ def chat_url(base_url: str) -> str:
 def api_root(base_url: str) -> str:
     """The base URL up to and including its version segment (where /models and /key live)."""
     return chat_url(base_url)[: -len("/chat/completions")]
-
-
-def is_openrouter(base_url: str) -> bool:
-    return (urlsplit(base_url).hostname or "").endswith("openrouter.ai")
 
 
 @contextlib.contextmanager
@@ -91,25 +98,30 @@ def _ssl_context() -> ssl.SSLContext | bool:
     return True
 
 
-async def _read_stream(response: aiohttp.ClientResponse) -> bytes:
+async def _read_stream(
+    response: aiohttp.ClientResponse, idle_s: float, started: float
+) -> tuple[bytes, float | None]:
     """Assemble an SSE reply (``stream: true``) into one chat.completion body, as JSON bytes.
 
-    A mid-stream error becomes the body's ``error`` (with the usage so far, so it is billed right)
-    and is then classified like an HTTP 200 with an error; a stream cut off is a connection error.
+    Returns the body and the time to first token, counted from ``started`` (monotonic). A mid-stream error becomes the body's ``error``
+    (with the usage so far, so it is billed right) and is then classified like an HTTP 200 with an
+    error; a stream cut off, or silent for ``idle_s``, is a connection error or a timeout.
     """
-    assembler = StreamAssembler()
+    assembler = StreamAssembler(started=started)
     try:
-        async for chunk in response.content.iter_any():
+        while chunk := await asyncio.wait_for(response.content.readany(), idle_s):
             assembler.feed(chunk)
     except aiohttp.ClientPayloadError:
         pass  # the assembler reports the cut-off below
+    except asyncio.TimeoutError:
+        raise TransportFailure(ErrorKind.TIMEOUT, f"the stream sent nothing for {idle_s:g} s") from None
     body, error = assembler.result()
     if error is not None:
         if error["kind"] in (ErrorKind.CONNECTION_ERROR, ErrorKind.TIMEOUT):
             raise TransportFailure(error["kind"], error["message"])
         code = 429 if error["kind"] == ErrorKind.RATE_LIMITED else (error.get("status") or 502)
         body = {**body, "error": {"code": code, "message": error["message"]}}
-    return orjson.dumps(body)
+    return orjson.dumps(body), assembler.ttft_s
 
 
 class Transport:
@@ -123,10 +135,12 @@ class Transport:
         connections: int,
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        stream_idle_s: float = DEFAULT_STREAM_IDLE_S,
     ) -> None:
         self.url = chat_url(base_url)
         self.root = api_root(base_url)
         self._timeout_s = timeout_s
+        self._stream_idle_s = stream_idle_s
         self._connections = connections
         self._headers = {
             "Content-Type": "application/json",
@@ -159,14 +173,16 @@ class Transport:
             await self._session.close()
             self._session = None
 
-    async def post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
-        """Send one chat request; return status, headers and the raw body, or raise TransportFailure."""
+    async def post(self, body: bytes) -> Reply:
+        """Send one chat request and read the whole answer, or raise TransportFailure."""
         assert self._session is not None, "use Transport as an async context manager"
+        started = time.monotonic()
         with translate_errors(self._timeout_s):
             async with self._session.post(self.url, data=body, proxy=self._proxy) as response:
                 if response.status == 200 and response.content_type == "text/event-stream":
-                    return response.status, response.headers, await _read_stream(response)
-                return response.status, response.headers, await response.read()
+                    raw, ttft_s = await _read_stream(response, self._stream_idle_s, started)
+                    return Reply(response.status, response.headers, raw, ttft_s)
+                return Reply(response.status, response.headers, await response.read())
 
     async def get_json(self, path: str) -> Any:
         """GET ``root + path`` and parse it; None when it is not there or not JSON."""

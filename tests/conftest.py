@@ -15,6 +15,14 @@ import pytest
 from batchrun.sim import SimConfig, SimServer
 
 
+@pytest.fixture(autouse=True)
+def price_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own price cache (``batchrun.price_cache``), never the user's."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def sim_factory() -> Iterator[Callable[..., SimServer]]:
     """Start simulators with the given SimConfig fields; all are stopped after the test."""

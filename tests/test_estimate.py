@@ -15,6 +15,7 @@ from batchrun.config import load_config
 from batchrun.estimate import ASSUMED_LATENCY_S, estimate
 from batchrun.pricing import BUILTIN_PRICES
 from batchrun.runner import Runner
+from batchrun.sim.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,3 +126,44 @@ def test_estimate_cli_sends_nothing_and_prints_json(tmp_path: Path, sim) -> None
     assert "requests 10" in text.stdout and "duration" in text.stdout
     assert sim.ledger.counts()["requests"] == 0, "estimate must send nothing"
     assert read_jsonl(tmp_path / "out.jsonl") == []
+
+
+def test_estimate_fetches_prices_only_when_asked_and_then_prices_from_the_cache(tmp_path: Path, sim) -> None:
+    model = "deepseek/deepseek-r1"  # not in the built-in table: only /models knows its price
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(20, max_tokens=100))
+    job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\nmodel = "{model}"\n')
+
+    offline = run_cli("estimate", job, "--json")
+    fetched = run_cli("estimate", job, "--json", "--fetch-prices")
+    cached = run_cli("estimate", job)
+
+    assert offline.returncode == 0, offline.stderr
+    assert orjson.loads(offline.stdout)["requests_without_price"] == {model: 20}
+    assert fetched.returncode == 0, fetched.stderr
+    data = orjson.loads(fetched.stdout)
+    assert data["requests_without_price"] == {}
+    assert data["price_sources"][model].endswith("/models (fetched now)")
+    price = CATALOG[model]
+    assert data["cost_usd"]["worst"] == pytest.approx(
+        1.2 * data["input_tokens_est"] * price.prompt_price + 20 * 100 * price.completion_price, rel=1e-9
+    )
+    assert cached.returncode == 0, cached.stderr
+    assert f"prices: {model} from /models (cached" in cached.stdout
+    assert sim.ledger.counts()["requests"] == 0, "estimate must send no chat request"
+
+
+def test_estimate_fetch_prices_from_a_server_that_is_not_there_is_one_clear_line(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    shown = run_cli("estimate", source, "--fetch-prices", "--base-url", "http://127.0.0.1:9/api/v1")
+
+    assert shown.returncode == 2
+    assert "could not fetch prices from http://127.0.0.1:9/api/v1/models" in shown.stderr
+    assert "Traceback" not in shown.stderr
+
+
+def test_estimate_of_a_simulator_job_prices_from_the_simulator_catalog(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    shown = run_cli("estimate", source, "--model", "deepseek/deepseek-r1", "--base-url", "sim")
+
+    assert shown.returncode == 0, shown.stderr
+    assert "prices: deepseek/deepseek-r1 from the simulator's /models" in shown.stdout

@@ -26,6 +26,24 @@ def test_price_cost(price: Price, tokens: tuple[int, int, int], cost: float) -> 
     assert price.cost(*tokens) == pytest.approx(cost, rel=1e-12, abs=1e-18)
 
 
+WITH_CLASSES = Price.per_million(1.0, 4.0, 0.25, cache_write=1.25, reasoning=8.0, request=0.001)
+
+
+@pytest.mark.parametrize(
+    ("price", "tokens", "cost"),
+    [
+        # (prompt, completion, cache reads, cache writes, reasoning): reads and writes are inside
+        # the prompt, reasoning inside the completion.
+        (WITH_CLASSES, (1000, 100, 200, 300, 40), (500 * 1.0 + 200 * 0.25 + 300 * 1.25 + 60 * 4.0 + 40 * 8.0) / 1e6 + 0.001),
+        (WITH_CLASSES, (0, 0, 0, 0, 0), 0.001),  # the per-request fee is billed even for nothing
+        (Price.per_million(1.0, 4.0), (1000, 100, 0, 300, 40), (1000 * 1.0 + 100 * 4.0) / 1e6),  # no own prices
+        (WITH_CLASSES, (0, 10, 0, 0, 50), 10 * 8.0 / 1e6 + 0.001),  # more reasoning than completion: capped
+    ],
+)
+def test_price_cost_of_each_token_class(price: Price, tokens: tuple[int, ...], cost: float) -> None:
+    assert price.cost(*tokens) == pytest.approx(cost, rel=1e-12)
+
+
 def test_per_million_converts_to_per_token() -> None:
     assert Price.per_million(0.15, 0.60, 0.075) == Price(0.15e-6, 0.60e-6, 0.075e-6)
     assert Price.per_million(3, 15).cached_prompt is None
@@ -76,6 +94,36 @@ def test_load_models_payload_reads_openrouter_strings_and_skips_what_it_cannot_p
     assert book.get("a/free:free") == Price(0.0, 0.0, None)
     for model in ("openrouter/auto", "a/no-pricing", "a/bad", "a/missing-completion", "a/pricing-not-object"):
         assert book.get(model) is None
+
+
+@pytest.mark.parametrize(
+    ("pricing", "price"),
+    [
+        ({"prompt": "0.000001", "completion": "0.000004", "internal_reasoning": "0"}, Price(1e-6, 4e-6)),
+        ({"prompt": "0.000001", "completion": "0.000004", "internal_reasoning": "0.000008"},
+         Price(1e-6, 4e-6, reasoning=8e-6)),
+        ({"prompt": "0.000001", "completion": "0.000004", "input_cache_read": "0.00000025",
+          "input_cache_write": "0.00000125", "request": "0.001"},
+         Price(1e-6, 4e-6, 0.25e-6, 1.25e-6, None, 0.001)),
+    ],
+)
+def test_models_listing_prices_each_token_class(pricing: dict[str, str], price: Price) -> None:
+    book = PriceBook()
+    assert book.load_models_payload(models_payload({"id": "m", "pricing": pricing})) == 1
+    assert book.get("m") == price
+
+
+def test_reasoning_and_cache_writes_are_priced_from_usage_when_there_is_no_cost() -> None:
+    book = PriceBook({"m": WITH_CLASSES})
+    usage = {
+        "prompt_tokens": 1000, "completion_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 200, "cache_write_tokens": 300},
+        "completion_tokens_details": {"reasoning_tokens": 40},
+    }
+    block = response_cost(usage, "m", book)
+    assert block["cost_source"] == "price_table"
+    assert block["reasoning_tokens"] == 40 and block["cached_tokens"] == 200
+    assert block["cost_usd"] == pytest.approx(WITH_CLASSES.cost(1000, 100, 200, 300, 40), rel=1e-12)
 
 
 @pytest.mark.parametrize("payload", [None, [], {}, {"data": None}, {"data": "x"}, "text"])

@@ -481,6 +481,7 @@ def test_success_record_embeds_the_raw_body_and_the_batch_fields() -> None:
         "provider": "Google",
         "attempts": 2,
         "latency_s": 0.8432,
+        "ttft_s": None,  # not streamed
         "metadata": {"row": 7},
     }
 

@@ -32,3 +32,39 @@ def test_streamed_replies_are_assembled_and_billed_like_the_simulator_says(tmp_p
         assert entry is not None and entry.streamed
         assert record["usage"]["completion_tokens"] == entry.completion_tokens
         assert record["usage"]["cost_usd"] == entry.cost
+
+
+def test_time_to_first_token_is_recorded_for_streams_and_null_otherwise(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(latency_s=0.15)
+    rows = [
+        {"custom_id": "streamed", "prompt": "Tell me a story.", "max_tokens": 32, "stream": True},
+        {"custom_id": "plain", "prompt": "Tell me a story.", "max_tokens": 32},
+    ]
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
+
+    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+
+    assert result.exit_code == 0, result.message
+    records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    streamed = records["streamed"]
+    # The simulator sends a keep-alive comment at once and the first token after its latency.
+    assert 0.15 <= streamed["ttft_s"] <= streamed["latency_s"]
+    assert records["plain"]["ttft_s"] is None
+
+
+def test_a_stream_that_goes_silent_times_out_on_the_idle_limit_and_is_retried(tmp_path: Path, sim) -> None:
+    rows = [{"custom_id": "h", "prompt": "[[sim:hang*1]] hello", "max_tokens": 16, "stream": True}]
+    log = tmp_path / "trace.jsonl"
+    job = job_file(
+        tmp_path, write_jsonl(tmp_path / "in.jsonl", rows),
+        extra=f'base_url = "{sim.base_url}"\n[limits]\ntimeout_s = 600\nstream_idle_s = 0.3\n',
+    )
+
+    result = asyncio.run(Runner(load_config(job, {"log_path": log}), api_key="k").run())
+
+    assert result.exit_code == 0, result.message
+    [record] = read_jsonl(tmp_path / "out.jsonl")
+    assert record["attempts"] == 2
+    first = read_jsonl(log)[0]
+    assert first["kind"] == "timeout"
+    assert "nothing for 0.3 s" in first["message"]

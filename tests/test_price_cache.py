@@ -1,0 +1,102 @@
+"""Provider prices: fetched from /models once, cached between runs, and reasoning priced right.
+
+The simulator's openai dialect sends no ``usage.cost``, so the cost batchrun writes is tokens ×
+the prices it holds: which prices those are shows which list (cached or fetched) it used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import job_file, read_jsonl, write_jsonl
+
+from batchrun.config import load_config
+from batchrun.price_cache import MAX_AGE_S, age_text, cache_file, read_prices, write_prices
+from batchrun.runner import Runner
+from batchrun.transport import api_root
+
+R1 = "deepseek/deepseek-r1"  # a reasoning model: its completion tokens include reasoning tokens
+
+
+def run_priced_job(tmp_path: Path, sim, name: str) -> dict:
+    rows = [{"custom_id": "r", "prompt": "Think about item 1.", "max_tokens": 300,
+             "reasoning": {"effort": "high"}}]
+    job = job_file(
+        tmp_path, write_jsonl(tmp_path / f"{name}.in.jsonl", rows), output=tmp_path / f"{name}.jsonl",
+        extra=f'base_url = "{sim.base_url}"\nmodel = "{R1}"\napi = "openrouter"\n',
+    )
+    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    assert result.exit_code == 0, result.message
+    [record] = read_jsonl(tmp_path / f"{name}.jsonl")
+    return record
+
+
+def test_prices_are_fetched_once_cached_and_fetched_again_when_a_day_old(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(dialect="openai")
+    root = api_root(sim.base_url)
+    assert read_prices(root) is None
+
+    first = run_priced_job(tmp_path, sim, "first")
+    entry = sim.ledger.by_gen_id(first["response"]["request_id"])
+    assert entry is not None and entry.reasoning_tokens > 0
+    assert first["usage"]["cost_source"] == "price_table"
+    assert first["usage"]["reasoning_tokens"] == entry.reasoning_tokens
+    # Reasoning is billed inside the completion, at the completion price (internal_reasoning "0").
+    assert first["usage"]["cost_usd"] == pytest.approx(entry.cost, abs=1e-9)
+    cached = read_prices(root)
+    assert cached is not None and cached.fresh()
+
+    # Make the cached list say ten times the price: a run that uses the cache bills that.
+    doc = orjson.loads(cache_file(root).read_bytes())
+    for model in doc["models"]["data"]:
+        if model["id"] == R1:
+            model["pricing"]["prompt"] = str(float(model["pricing"]["prompt"]) * 10)
+            model["pricing"]["completion"] = str(float(model["pricing"]["completion"]) * 10)
+    cache_file(root).write_bytes(orjson.dumps(doc))
+    second = run_priced_job(tmp_path, sim, "second")
+    entry = sim.ledger.by_gen_id(second["response"]["request_id"])
+    assert second["usage"]["cost_usd"] == pytest.approx(10 * entry.cost, rel=1e-9)
+
+    # A day later the list is fetched again, and the true prices come back.
+    doc["fetched_at"] = time.time() - MAX_AGE_S - 60
+    cache_file(root).write_bytes(orjson.dumps(doc))
+    third = run_priced_job(tmp_path, sim, "third")
+    entry = sim.ledger.by_gen_id(third["response"]["request_id"])
+    assert third["usage"]["cost_usd"] == pytest.approx(entry.cost, abs=1e-9)
+    refreshed = read_prices(root)
+    assert refreshed is not None and refreshed.fresh()
+
+
+def test_the_cache_keeps_only_pricing_per_api_root_and_says_its_age(tmp_path: Path) -> None:
+    listing = {"data": [
+        {"id": "a/one", "name": "One", "context_length": 8192,
+         "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
+        {"id": "a/unpriced"},
+    ]}
+    path = write_prices("https://example.test/api/v1", listing, now=1000.0)
+    assert path is not None and path.parent == tmp_path / "cache"
+    cached = read_prices("https://example.test/api/v1")
+    assert cached is not None
+    assert cached.payload == {"data": [{"id": "a/one", "pricing": listing["data"][0]["pricing"]}]}
+    assert cached.age_s(now=1000.0 + 7200) == 7200 and not cached.fresh(now=1000.0 + MAX_AGE_S)
+    assert read_prices("https://other.test/api/v1") is None  # another server never shares prices
+    path.write_bytes(b'{"format": 1, "api_root": "https://example.test/api/v1"')  # torn
+    assert read_prices("https://example.test/api/v1") is None
+
+
+def test_a_cache_directory_that_cannot_be_written_is_not_an_error(tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(blocker / "cache"))
+    assert write_prices("https://example.test/api/v1", {"data": []}) is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(5, "5 s"), (600, "10 min"), (3 * 3600, "3.0 h"), (3 * 86400, "3.0 days")]
+)
+def test_age_text(seconds: float, text: str) -> None:
+    assert age_text(seconds) == text
