@@ -261,6 +261,7 @@ def status(
 def estimate(
     target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="The server whose prices --fetch-prices asks for (as for run)."),
     rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling."),
     tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
@@ -268,15 +269,21 @@ def estimate(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The run's results file (ids it already has are not counted)."),
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value, as for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+    fetch_prices: bool = typer.Option(False, "--fetch-prices", help="Ask the server's GET /models for prices now (the one network call); otherwise the list the last run cached is used."),
 ) -> None:
-    """A dry run: requests, input tokens, worst-case output tokens, cost range and duration. Sends nothing."""
+    """A dry run: requests, input tokens, worst-case output tokens, cost range and duration.
+
+    Sends no request, and touches the network only with --fetch-prices.
+    """
     from batchrun.estimate import estimate as estimate_job
+    from batchrun.estimate import price_book
 
     overrides: dict[str, Any] = {
         "output": output, "model": model, "rpm": rpm, "tpm": tpm, "concurrency": concurrency,
-        "limit": limit, "params": _parse_params(param),
+        "limit": limit, "params": _parse_params(param), "base_url": base_url,
     }
-    result = estimate_job(load_config(target, overrides))
+    config = load_config(target, overrides)
+    result = estimate_job(config, price_book(config, fetch=fetch_prices))
     if as_json:
         print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -345,6 +352,8 @@ def sim_command(
     retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected faults."),
     credits: Optional[float] = typer.Option(None, "--credits", help="USD of credits; 402 once spent."),
     api_key: list[str] = typer.Option([], "--api-key", help="Accept only these keys (default: any)."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
 ) -> None:
     """Serve the OpenRouter-faithful simulator on loopback (for demos and tests)."""
     from batchrun.sim.__main__ import main as sim_main
@@ -361,6 +370,10 @@ def sim_command(
         args += ["--fault", spec]
     for key in api_key:
         args += ["--api-key", key]
+    if tls_cert is not None:
+        args += ["--tls-cert", str(tls_cert)]
+    if tls_key is not None:
+        args += ["--tls-key", str(tls_key)]
     raise typer.Exit(sim_main(args) or 0)
 
 

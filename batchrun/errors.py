@@ -107,7 +107,8 @@ class JobStopped(BatchrunError):
 class TransportFailure(Exception):
     """A request that got no complete HTTP answer: timeout, reset, refused, torn body."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, stops_job: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.stops_job = stops_job  # every request would fail alike (an untrusted certificate)

@@ -195,8 +195,10 @@ class InputParser:
         return request
 
     def _body_of(self, obj: dict[str, Any]) -> dict[str, Any]:
+        own = obj  # what the line itself says, before the job's defaults
         if "body" in obj and ("url" in obj or "method" in obj):
             body = self._batch_body(obj)
+            own = obj["body"]
         elif "messages" in obj:
             body = {**self._defaults, **{k: v for k, v in obj.items() if k not in _NOT_SENT}}
         elif "prompt" in obj:
@@ -209,6 +211,7 @@ class InputParser:
             body = {**self._defaults, "messages": [{"role": "user", "content": self._fill(obj)}]}
         else:
             raise _Bad("no messages or prompt (and the job has no template to fill from the row)")
+        _first_of_own_models(body, own)
         _check_body(body)
         self._add_system(body)
         return body
@@ -305,6 +308,17 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def _first_of_own_models(body: dict[str, Any], line: Mapping[str, Any]) -> None:
+    """A line that lists ``models`` but names no ``model`` is served by its list, not the job's default.
+
+    OpenRouter tries ``model`` first, so the job's default model added to such a line would serve
+    it and the line's own list would never be used.
+    """
+    models = line.get("models")
+    if "model" not in line and isinstance(models, list) and models and isinstance(models[0], str):
+        body["model"] = models[0]
 
 
 def _check_body(body: dict[str, Any]) -> None:

@@ -32,8 +32,10 @@ _WHITESPACE = b" \t\r\n"
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _MODEL_GONE = re.compile(
-    r"not a valid model id|no endpoints found|model[_ ]not[_ ]found|model[_ ]deprecated|"
-    r"does not exist|model (?:\S+ )?is not available|has been deprecated|no allowed providers",
+    # "No endpoints found for X." is the model; "No endpoints found that support tool use" or
+    # "No allowed providers..." are one request's parameters, and stop only that line.
+    r"not a valid model id|no endpoints found for\b|model[_ ]not[_ ]found|model[_ ]deprecated|"
+    r"does not exist|model (?:\S+ )?is not available|has been deprecated",
     re.IGNORECASE,
 )
 _MODEL_AVAILABILITY_CODES = frozenset({"model_not_found", "model_deprecated", "model_retired"})

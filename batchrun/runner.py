@@ -142,6 +142,7 @@ class Runner:
                 Transport(
                     base_url, api_key, connections=config.concurrency, timeout_s=config.timeout_s,
                     headers=config.headers, stream_idle_s=config.stream_idle_s,
+                    env_proxy=not config.use_sim,  # a proxy cannot reach our own loopback child
                 )
             )
             self._transport = transport
@@ -383,6 +384,8 @@ class Runner:
                 )
             except TransportFailure as failure:
                 verdict = Verdict(failure.kind, failure.message)
+                if failure.stops_job:
+                    self.stop(failure.kind, failure.message)
             latency = time.perf_counter() - started
         finally:
             limits.gate.release()
@@ -575,7 +578,7 @@ class Runner:
             message = (
                 f"model {names} is not available: choose another with --model"
                 + (f" (the provider suggests {', '.join(fallbacks)})" if fallbacks else "")
-                + f"; {self._skipped_unavailable:,} lines were not sent and a rerun sends them"
+                + f"; {summary.not_run:,} lines were not sent and a rerun sends them"
             )
         if kind == ErrorKind.INTERRUPTED:
             code = 130

@@ -29,7 +29,7 @@ import orjson
 
 from batchrun import __version__
 from batchrun.config import DEFAULT_STREAM_IDLE_S
-from batchrun.errors import ErrorKind, TransportFailure
+from batchrun.errors import ConfigError, ErrorKind, TransportFailure
 from batchrun.sse import StreamAssembler
 
 __all__ = ["Reply", "Transport", "chat_url", "translate_errors"]
@@ -75,6 +75,21 @@ def translate_errors(timeout_s: float) -> Iterator[None]:
         raise TransportFailure(
             ErrorKind.CONNECTION_ERROR, "the server closed the connection without answering"
         ) from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        # Every request would fail the same way: the job stops rather than retry each line.
+        raise TransportFailure(
+            ErrorKind.CONNECTION_ERROR,
+            f"the TLS certificate of {exc.host} is not trusted ({reason}): if a private CA or a "
+            "TLS-inspecting proxy signs it, set SSL_CERT_FILE to a PEM file holding that CA",
+            stops_job=True,
+        ) from None
+    except aiohttp.ClientProxyConnectionError as exc:
+        raise TransportFailure(
+            ErrorKind.CONNECTION_ERROR,
+            f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
+            f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
+        ) from None
     except aiohttp.ClientConnectorError as exc:
         raise TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}") from None
     except (aiohttp.ClientError, OSError) as exc:
@@ -88,14 +103,30 @@ def proxy_for(url: str) -> str | None:
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
+    if "://" not in proxy:  # curl and requests read `host:port` as an HTTP proxy
+        proxy = "http://" + proxy
+    given = urlsplit(proxy)
+    if given.scheme not in ("http", "https"):
+        # aiohttp would speak HTTP to it (a SOCKS proxy, say) and every request would fail.
+        raise ConfigError(
+            f"the proxy for {parts.hostname} is {given.scheme}://{given.hostname}:{given.port}, "
+            "but batchrun supports only http:// and https:// proxies: change HTTP(S)_PROXY / "
+            f"ALL_PROXY, or add {parts.hostname} to NO_PROXY"
+        )
     return proxy
 
 
 def _ssl_context() -> ssl.SSLContext | bool:
     cafile = os.environ.get("SSL_CERT_FILE")
-    if cafile:
+    if not cafile:
+        return True
+    try:
         return ssl.create_default_context(cafile=cafile)
-    return True
+    except OSError as exc:  # ssl.SSLError included: a file with no PEM certificate in it
+        raise ConfigError(
+            f"SSL_CERT_FILE={cafile} cannot be used as CA certificates ({exc.strerror or exc}): "
+            "point it at a PEM file of CA certificates, or unset it"
+        ) from None
 
 
 async def _read_stream(
@@ -124,6 +155,21 @@ async def _read_stream(
     return orjson.dumps(body), assembler.ttft_s
 
 
+def _with_defaults(headers: Mapping[str, str]) -> dict[str, str]:
+    """The job's headers over batchrun's: names match in any case, and a job's
+    ``X-OpenRouter-Title`` replaces the default ``X-Title`` too, so one title is sent."""
+    given = {name.lower() for name in headers}
+    if "x-openrouter-title" in given:
+        given.add("x-title")
+    defaults = {
+        "Content-Type": "application/json",
+        "User-Agent": f"batchrun/{__version__}",
+        "HTTP-Referer": _APP_URL,
+        "X-Title": "batchrun",
+    }
+    return {**{k: v for k, v in defaults.items() if k.lower() not in given}, **headers}
+
+
 class Transport:
     """One connection pool to one server; use as ``async with Transport(...) as transport``."""
 
@@ -136,29 +182,27 @@ class Transport:
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
         stream_idle_s: float = DEFAULT_STREAM_IDLE_S,
+        env_proxy: bool = True,
     ) -> None:
         self.url = chat_url(base_url)
         self.root = api_root(base_url)
         self._timeout_s = timeout_s
         self._stream_idle_s = stream_idle_s
+        self._env_proxy = env_proxy
         self._connections = connections
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"batchrun/{__version__}",
-            "HTTP-Referer": _APP_URL,
-            "X-Title": "batchrun",
-            **(headers or {}),
-        }
+        self._headers = _with_defaults(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
 
     async def __aenter__(self) -> Transport:
+        # Both read the environment and may raise ConfigError: before anything needs closing.
+        ssl_context = _ssl_context()
+        self._proxy = proxy_for(self.url) if self._env_proxy else None
         connector = aiohttp.TCPConnector(
-            limit=self._connections, limit_per_host=0, ttl_dns_cache=300, ssl=_ssl_context()
+            limit=self._connections, limit_per_host=0, ttl_dns_cache=300, ssl=ssl_context
         )
-        self._proxy = proxy_for(self.url)
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,

@@ -151,6 +151,11 @@ CASES: list[tuple[str, int, dict[str, str], bytes, dict[str, Any], str | None, f
          availability={"retryable": True, "retry_after": 2}),
      {}, "server_error", 2.0, ()),
     ("404-plain", 404, {}, err(404, "Not Found"), {}, "invalid_request", None, ()),
+    # A request's own parameters that no endpoint serves stop that line, not the model's others.
+    ("404-no-endpoints-for-tools", 404, {}, err(404, "No endpoints found that support tool use."), {},
+     "invalid_request", None, ()),
+    ("404-no-allowed-providers", 404, {},
+     err(404, "No allowed providers are available for the selected model."), {}, "invalid_request", None, ()),
     ("400-context-length", 400, {},
      err(400, "This endpoint's maximum context length is 8192 tokens. However, you requested about 9012 tokens."),
      {}, "invalid_request", None, ()),

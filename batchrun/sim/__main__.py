@@ -10,7 +10,7 @@ import sys
 
 from .config import DIALECTS, SimConfig, parse_faults
 from .process import LISTENING_PREFIX
-from .server import new_event_loop, serve
+from .server import new_event_loop, serve, server_ssl_context
 
 __all__ = ["config_from_args", "main", "parser"]
 
@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--key-limit", type=float, default=None, help="USD reported by GET /key")
     p.add_argument("--dialect", choices=DIALECTS, default="openrouter")
     p.add_argument("--hang", type=float, default=3600.0, help="seconds a hang fault sleeps")
+    p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS")
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     return p
 
 
@@ -44,7 +46,7 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
     p = parser()
     a = p.parse_args(argv)
     try:
-        return SimConfig(
+        config = SimConfig(
             host=a.host,
             port=a.port,
             latency_s=a.latency,
@@ -61,9 +63,16 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
             key_limit_usd=a.key_limit,
             dialect=a.dialect,
             hang_s=a.hang,
+            tls_cert=a.tls_cert,
+            tls_key=a.tls_key,
         )
     except ValueError as exc:
         p.error(str(exc))
+    try:  # a bad PEM file is a usage error, not a traceback once serving starts
+        server_ssl_context(config)
+    except OSError as exc:  # ssl.SSLError included
+        p.error(f"cannot load --tls-cert {a.tls_cert} with --tls-key {a.tls_key}: {exc}")
+    return config
 
 
 async def _serve_until_signal(config: SimConfig) -> None:

@@ -31,8 +31,8 @@ def new_gen_id(now: float) -> str:
 
 
 def fingerprint(model: Model) -> str | None:
-    """Return the system fingerprint OpenAI-hosted models report; other providers send null."""
-    if model.provider != "OpenAI":
+    """Return the system fingerprint OpenAI and Azure report (wire §6); other providers send null."""
+    if model.provider not in ("OpenAI", "Azure"):
         return None
     return "fp_" + hashlib.sha256(model.id.encode()).hexdigest()[:10]
 

@@ -18,7 +18,11 @@ _PER_M = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """One catalog entry; prices are USD per token, as floats."""
+    """One catalog entry; prices are USD per token, as floats.
+
+    `providers` lists every provider that serves the model, best first; `provider` is the one
+    serving this request (the first unless provider preferences chose another, see routing.py).
+    """
 
     id: str
     name: str
@@ -33,6 +37,13 @@ class Model:
     fallback_models: tuple[str, ...] = ()
     modality: str = "text->text"
     tokenizer: str = "Other"
+    providers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            object.__setattr__(self, "providers", (self.provider,))
+        if self.provider not in self.providers:
+            raise ValueError(f"{self.id}: provider {self.provider!r} is not in {self.providers}")
 
     @property
     def cache_read_price(self) -> float:
@@ -41,10 +52,10 @@ class Model:
 
     @property
     def native_stop(self) -> tuple[str, str]:
-        """The provider's own spelling of (stop, length) finish reasons."""
-        if self.provider == "Google":
+        """The model API's own spelling of (stop, length) finish reasons, whoever hosts it."""
+        if self.tokenizer == "Gemini":
             return ("STOP", "MAX_TOKENS")
-        if self.provider == "Anthropic":
+        if self.tokenizer == "Claude":
             return ("end_turn", "max_tokens")
         return ("stop", "length")
 
@@ -60,6 +71,7 @@ _MODELS = (
         created=1740506212,
         max_completion_tokens=8192,
         tokenizer="Gemini",
+        providers=("Google", "Google AI Studio"),
     ),
     Model(
         id="openai/gpt-4o-mini",
@@ -71,6 +83,7 @@ _MODELS = (
         created=1721260800,
         max_completion_tokens=16384,
         tokenizer="GPT",
+        providers=("OpenAI", "Azure"),
     ),
     Model(
         id="anthropic/claude-3.5-haiku",
@@ -82,6 +95,7 @@ _MODELS = (
         created=1730678400,
         max_completion_tokens=8192,
         tokenizer="Claude",
+        providers=("Anthropic", "Amazon Bedrock"),
     ),
     Model(
         id="meta-llama/llama-3.1-8b-instruct:free",
@@ -103,6 +117,7 @@ _MODELS = (
         created=1737381095,
         reasoning=True,
         tokenizer="DeepSeek",
+        providers=("DeepInfra", "Together"),
     ),
     Model(
         id="google/gemini-1.5-flash",

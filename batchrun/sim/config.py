@@ -107,8 +107,18 @@ class SimConfig:
     key_limit_usd: float | None = None
     dialect: Dialect = "openrouter"
     hang_s: float = 3600.0
+    # PEM files; with both set the simulator serves HTTPS, so clients' CA and proxy paths get tested.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """Return `https` when the simulator serves TLS, else `http`."""
+        return "https" if self.tls_cert is not None else "http"
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (PEM files) or neither")
         if self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {self.dialect!r}")
         for name in ("latency_s", "latency_jitter_s", "retry_after_s", "hang_s"):

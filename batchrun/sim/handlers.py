@@ -8,6 +8,7 @@ import math
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,6 +29,7 @@ from .faults import FaultPicker, find_marker
 from .ledger import Entry, Ledger
 from .limits import RateDecision, RateWindow
 from .replies import Reply, make_reply, message_text, prompt_key, prompt_tokens, usage_json
+from .routing import provider_slug, route
 from .wire import (
     ErrorReply,
     credits_reply,
@@ -76,6 +78,7 @@ class SimHandlers:
         self.picker = FaultPicker(config.faults, config.seed)
         self._latency_rng = random.Random(config.seed + 1)
         self._dialect = config.dialect
+        self.received = self.ledger.received
 
     # -- shared helpers ---------------------------------------------------------------------
 
@@ -198,6 +201,26 @@ class SimHandlers:
             )
         )
 
+    def _no_provider(self, model: Model, preferences: Any) -> _Rejected:
+        # [obs] OpenRouter's body when provider preferences leave no endpoint (agent-zero#1255);
+        # requested_providers is sent when the request named providers to use.
+        prefs = preferences if isinstance(preferences, Mapping) else {}
+        requested = prefs.get("only") or prefs.get("order")
+        meta: dict[str, Any] = {"available_providers": [provider_slug(p) for p in model.providers]}
+        if isinstance(requested, list):
+            meta["requested_providers"] = requested
+        return _Rejected(
+            error_reply(
+                self._dialect, 404, "No allowed providers are available for the selected model.", meta
+            )
+        )
+
+    def _served(self, model: Model, preferences: Any) -> Model | None:
+        if self._dialect != "openrouter":
+            return model  # other servers have no providers to choose from
+        providers = route(model, preferences)
+        return replace(model, provider=providers[0]) if providers else None
+
     def _resolve_model(self, body: Mapping[str, Any]) -> Model:
         candidates: list[str] = []
         if isinstance(body.get("model"), str) and body["model"]:
@@ -207,12 +230,21 @@ class SimHandlers:
             candidates.extend(m for m in fallbacks if isinstance(m, str) and m)
         if not candidates:
             candidates.append(DEFAULT_MODEL)
+        preferences = body.get("provider")
+        first_error: _Rejected | None = None
+        # Any failure moves on to the next model of the fallback list (wire §5); the first
+        # model's failure is the one reported when none is left.
         for model_id in candidates:
             model = CATALOG.get(model_id)
-            if model is not None and not model.retired:
-                return model
-        first = candidates[0]
-        raise self._unavailable(first, CATALOG.get(first))
+            if model is None or model.retired:
+                first_error = first_error or self._unavailable(model_id, model)
+                continue
+            served = self._served(model, preferences)
+            if served is not None:
+                return served
+            first_error = first_error or self._no_provider(model, preferences)
+        assert first_error is not None
+        raise first_error
 
     def _check_context(self, model: Model, n_prompt: int, cap: int | None) -> None:
         wanted = n_prompt + (cap or 0)
@@ -290,9 +322,11 @@ class SimHandlers:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """POST chat/completions."""
+        raw = await request.read()
+        self.received.add(request, raw)
         try:
             self._check_auth(request)
-            body, messages = self._parse(await request.read())
+            body, messages = self._parse(raw)
             model = self._resolve_model(body)
             tools = body.get("tools")
             n_prompt = prompt_tokens(messages, tools)
@@ -526,6 +560,7 @@ class SimHandlers:
 
     async def key(self, request: web.Request) -> web.Response:
         """GET key and auth/key: OpenRouter's key info with the billed total as usage."""
+        self.received.add(request)
         try:
             self._check_auth(request)
         except _Rejected as exc:
@@ -557,10 +592,12 @@ class SimHandlers:
 
     async def models(self, request: web.Request) -> web.Response:
         """GET models: the catalog with string prices per token."""
+        self.received.add(request)
         return web.Response(body=models_payload(), content_type=_JSON, headers=self._headers())
 
     async def generation(self, request: web.Request) -> web.Response:
         """GET generation?id=...: what the ledger knows about one generation."""
+        self.received.add(request)
         try:
             self._check_auth(request)
         except _Rejected as exc:
@@ -596,8 +633,12 @@ class SimHandlers:
         """GET /_sim/ledger: the ledger as JSON (a test helper, not OpenRouter)."""
         return web.Response(body=self.ledger.to_json(), content_type=_JSON)
 
+    async def sim_requests(self, request: web.Request) -> web.Response:
+        """GET /_sim/requests: the last requests received, key removed (a test helper)."""
+        return web.Response(body=self.received.to_json(), content_type=_JSON)
+
     async def sim_reset(self, request: web.Request) -> web.Response:
-        """POST /_sim/reset: clear the ledger, the rate window and marker attempt counts."""
+        """POST /_sim/reset: clear the ledger (and request log), the rate window and marker counts."""
         self.ledger.reset()
         self.window.reset()
         self.picker.reset()

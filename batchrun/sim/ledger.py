@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from .received import ReceivedLog
+
 __all__ = ["Entry", "Ledger"]
 
 
@@ -39,6 +41,8 @@ class Ledger:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Kept here so that whoever holds the ledger (SimServer.ledger) can also see what arrived.
+        self.received = ReceivedLog()
         self._clear()
 
     def _clear(self) -> None:
@@ -79,9 +83,10 @@ class Ledger:
             self._accepted.append(t)
 
     def reset(self) -> None:
-        """Forget everything (POST /_sim/reset)."""
+        """Forget everything (POST /_sim/reset), the received-request log included."""
         with self._lock:
             self._clear()
+        self.received.clear()
 
     # -- readers ----------------------------------------------------------------------------
 

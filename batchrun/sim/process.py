@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,20 @@ __all__ = ["LISTENING_PREFIX", "SimProcess"]
 LISTENING_PREFIX = "batchrun sim listening on "
 # The directory holding the `batchrun` package, so the child imports this same source tree.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _loopback_opener() -> urllib.request.OpenerDirector:
+    """Return an opener for our own child on loopback: no proxy, no certificate checks.
+
+    A proxy from the environment cannot reach our loopback, and the child's URL came from its own
+    stdout, so a (test) CA the caller may not trust adds nothing.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
 
 
 class SimProcess:
@@ -81,12 +96,12 @@ class SimProcess:
 
     @property
     def root_url(self) -> str:
-        """Return `http://HOST:PORT` without the API prefix."""
+        """Return `http(s)://HOST:PORT` without the API prefix."""
         return self.base_url.rsplit("/api/v1", 1)[0]
 
     def ledger_json(self) -> dict[str, Any]:
         """Fetch GET /_sim/ledger from the child."""
-        with urllib.request.urlopen(f"{self.root_url}/_sim/ledger", timeout=10) as resp:
+        with _loopback_opener().open(f"{self.root_url}/_sim/ledger", timeout=10) as resp:
             data: dict[str, Any] = orjson.loads(resp.read())
         return data
 

@@ -335,7 +335,7 @@ def make_reply(
                 "function": {"name": name, "arguments": args},
             }
             used = text_tokens(name + args)
-            native = native_stop if model.provider == "Google" else "tool_calls"
+            native = native_stop if model.tokenizer == "Gemini" else "tool_calls"
             return Reply(
                 "",
                 reasoning_text,

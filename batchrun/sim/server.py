@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ from .config import SimConfig
 from .handlers import SimHandlers
 from .ledger import Ledger
 
-__all__ = ["HANDLERS_KEY", "SimHandle", "SimServer", "build_app", "new_event_loop", "serve"]
+__all__ = [
+    "HANDLERS_KEY",
+    "SimHandle",
+    "SimServer",
+    "build_app",
+    "new_event_loop",
+    "serve",
+    "server_ssl_context",
+]
 
 _PREFIXES = ("/api/v1", "/v1")
 HANDLERS_KEY = web.AppKey("batchrun_sim_handlers", SimHandlers)
@@ -34,6 +43,7 @@ def build_app(config: SimConfig, ledger: Ledger | None = None) -> web.Applicatio
         app.router.add_get(f"{prefix}/generation", handlers.generation)
     for prefix in ("", *_PREFIXES):
         app.router.add_get(f"{prefix}/_sim/ledger", handlers.sim_ledger)
+        app.router.add_get(f"{prefix}/_sim/requests", handlers.sim_requests)
         app.router.add_post(f"{prefix}/_sim/reset", handlers.sim_reset)
     return app
 
@@ -49,13 +59,22 @@ class SimHandle:
 
     @property
     def root_url(self) -> str:
-        """Return `http://HOST:PORT` without the API prefix."""
-        return f"http://{self.host}:{self.port}"
+        """Return `http(s)://HOST:PORT` without the API prefix."""
+        return f"{self.config.scheme}://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
-        """Return the OpenAI-compatible base URL, `http://HOST:PORT/api/v1`."""
+        """Return the OpenAI-compatible base URL, `http(s)://HOST:PORT/api/v1`."""
         return f"{self.root_url}/api/v1"
+
+
+def server_ssl_context(config: SimConfig) -> ssl.SSLContext | None:
+    """The server-side TLS context from the config's PEM files, or None to serve plain HTTP."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 @contextlib.asynccontextmanager
@@ -68,7 +87,9 @@ async def serve(config: SimConfig | None = None) -> AsyncIterator[SimHandle]:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+        site = web.TCPSite(
+            runner, config.host, config.port, backlog=1024, ssl_context=server_ssl_context(config)
+        )
         await site.start()
         port = int(runner.addresses[0][1])
         yield SimHandle(config.host, port, ledger, config)
@@ -151,12 +172,12 @@ class SimServer:
 
     @property
     def root_url(self) -> str:
-        """Return `http://HOST:PORT`."""
+        """Return `http(s)://HOST:PORT`."""
         return self.handle.root_url
 
     @property
     def base_url(self) -> str:
-        """Return `http://HOST:PORT/api/v1`."""
+        """Return `http(s)://HOST:PORT/api/v1`."""
         return self.handle.base_url
 
     @property

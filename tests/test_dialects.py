@@ -1,0 +1,127 @@
+"""Other servers than OpenRouter: the simulator's "openai" and "plain" dialects, end to end.
+
+Both serve /v1/chat/completions and send no `usage.cost`, so batchrun prices replies from its own
+table; "plain" also takes no key. Checked on both sides: the simulator's request log and the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import cli_env, job_file, read_jsonl, run_cli, write_jsonl
+
+from batchrun.config import load_config
+from batchrun.pricing import BUILTIN_PRICES
+from batchrun.runner import Runner, RunResult
+from batchrun.sim import CATALOG, SimServer
+
+KEY = "sk-dialect-0123456789"
+PRICED = "openai/gpt-4o-mini"  # in batchrun's built-in price table
+UNPRICED = "deepseek/deepseek-r1"  # in the simulator's catalog, not in batchrun's table
+BASE_FORMS = ("{root}", "{root}/", "{root}/v1", "{root}/v1/")
+ROWS = [
+    {"custom_id": "priced", "model": PRICED, "prompt": "Say something about prices.", "max_tokens": 32},
+    {"custom_id": "unpriced", "model": UNPRICED, "prompt": "Say something about costs.", "max_tokens": 32},
+    {"custom_id": "capped", "model": PRICED, "prompt": "Say something long.", "max_completion_tokens": 3},
+]
+
+
+def run_job(tmp_path: Path, base_url: str, key: str | None) -> RunResult:
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    job = job_file(tmp_path, source, extra=f'base_url = "{base_url}"')
+    return asyncio.run(Runner(load_config(job), api_key=key).run())
+
+
+def records(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    return {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+
+
+def check_records(sim: SimServer, tmp_path: Path) -> None:
+    """What every dialect run must show: table prices, unknown costs, a cap honoured, chat only."""
+    got = records(tmp_path)
+    assert set(got) == {"priced", "unpriced", "capped"}
+    assert read_jsonl(tmp_path / "out.errors.jsonl") == []
+    for record in got.values():
+        assert "cost" not in record["response"]["body"]["usage"]
+        entry = sim.ledger.by_gen_id(record["response"]["request_id"])
+        assert entry is not None
+        assert record["usage"]["prompt_tokens"] == entry.prompt_tokens
+        assert record["usage"]["completion_tokens"] == entry.completion_tokens
+        assert record["provider"] is None  # only OpenRouter names one
+
+    price = CATALOG[PRICED]
+    for custom_id in ("priced", "capped"):
+        usage = got[custom_id]["usage"]
+        expected = usage["prompt_tokens"] * price.prompt_price + usage["completion_tokens"] * price.completion_price
+        assert usage["cost_source"] == "price_table"
+        assert usage["cost_usd"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert got["unpriced"]["usage"]["cost_source"] == "unknown"
+    assert got["unpriced"]["usage"]["cost_usd"] is None
+
+    capped = got["capped"]
+    assert capped["usage"]["completion_tokens"] == 3
+    assert capped["response"]["body"]["choices"][0]["finish_reason"] == "length"
+
+    chats = sim.ledger.received.chats()
+    assert [r.path for r in sim.ledger.received.entries()] == ["/v1/chat/completions"] * 3  # no /key, /models
+    (capped_body,) = [r.body for r in chats if r.body["messages"][0]["content"] == "Say something long."]
+    assert capped_body["max_completion_tokens"] == 3 and "max_tokens" not in capped_body
+
+
+def test_the_price_table_matches_the_simulators_catalog() -> None:
+    # The cost checks below mean something only if both sides agree on the price.
+    assert BUILTIN_PRICES[PRICED].prompt == pytest.approx(CATALOG[PRICED].prompt_price, rel=1e-12)
+    assert BUILTIN_PRICES[PRICED].completion == pytest.approx(CATALOG[PRICED].completion_price, rel=1e-12)
+    assert UNPRICED not in BUILTIN_PRICES
+
+
+@pytest.mark.parametrize("form", BASE_FORMS)
+def test_openai_dialect_with_each_base_url_form(tmp_path: Path, sim_factory, form: str) -> None:
+    sim = sim_factory(dialect="openai", api_keys=frozenset({KEY}))
+
+    result = run_job(tmp_path, form.format(root=sim.root_url), KEY)
+
+    assert result.exit_code == 0, result.message
+    check_records(sim, tmp_path)
+    assert {r.auth_scheme for r in sim.ledger.received.chats()} == {"Bearer"}
+
+
+@pytest.mark.parametrize("form", BASE_FORMS)
+def test_plain_dialect_needs_no_key(tmp_path: Path, sim_factory, monkeypatch, form: str) -> None:
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    sim = sim_factory(dialect="plain")
+
+    result = run_job(tmp_path, form.format(root=sim.root_url), None)
+
+    assert result.exit_code == 0, result.message
+    check_records(sim, tmp_path)
+    assert {r.auth_scheme for r in sim.ledger.received.chats()} == {None}  # no Authorization at all
+
+
+def test_a_server_that_wants_a_key_refuses_a_run_without_one(
+    tmp_path: Path, sim_factory, monkeypatch
+) -> None:
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    sim = sim_factory(dialect="openai")
+
+    result = run_job(tmp_path, sim.root_url + "/v1", None)
+
+    assert result.exit_code == 3  # auth_error stops the batch
+    counts = sim.ledger.counts()
+    assert counts["generations"] == 0 and set(counts["rejections"]) == {"401"}
+    assert {r.auth_scheme for r in sim.ledger.received.chats()} == {None}
+    assert "key" in result.message.lower()
+
+
+def test_cli_against_a_plain_server_without_a_key(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(dialect="plain")
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    env = {k: v for k, v in cli_env().items() if k != "OPENROUTER_API_KEY"}
+
+    done = run_cli("run", source, "-o", tmp_path / "out.jsonl", "--base-url", sim.root_url, "--no-progress", env=env)
+
+    assert done.returncode == 0, done.stderr
+    check_records(sim, tmp_path)
