@@ -352,29 +352,33 @@ def sim_command(
     retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected faults."),
     credits: Optional[float] = typer.Option(None, "--credits", help="USD of credits; 402 once spent."),
     api_key: list[str] = typer.Option([], "--api-key", help="Accept only these keys (default: any)."),
+    dialect: str = typer.Option("openrouter", "--dialect", help="openrouter (/api/v1, usage.cost, /key), openai (/v1, no cost, unknown fields refused) or plain (/v1, no cost, no key: llama.cpp, vLLM, Ollama)."),
+    no_cost: bool = typer.Option(False, "--no-cost", help="Send usage.cost as null (OpenRouter allows it): clients price tokens themselves."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
 ) -> None:
     """Serve the OpenRouter-faithful simulator on loopback (for demos and tests)."""
-    from batchrun.sim.__main__ import main as sim_main
+    from batchrun.sim import SimConfig
+    from batchrun.sim.__main__ import serve_forever
+    from batchrun.sim.config import parse_faults
+    from batchrun.sim.server import server_ssl_context
 
-    args = ["--port", str(port), "--latency", str(latency), "--jitter", str(jitter), "--seed", str(seed),
-            "--rate-window", str(rate_window), "--retry-after", str(retry_after)]
-    if rpm is not None:
-        args += ["--rpm", str(rpm)]
-    if tpm is not None:
-        args += ["--tpm", str(tpm)]
-    if credits is not None:
-        args += ["--credits", str(credits)]
-    for spec in fault:
-        args += ["--fault", spec]
-    for key in api_key:
-        args += ["--api-key", key]
-    if tls_cert is not None:
-        args += ["--tls-cert", str(tls_cert)]
-    if tls_key is not None:
-        args += ["--tls-key", str(tls_key)]
-    raise typer.Exit(sim_main(args) or 0)
+    try:
+        config = SimConfig(
+            port=port, latency_s=latency, latency_jitter_s=jitter, rpm=rpm, tpm=tpm,
+            rate_window_s=rate_window, faults=parse_faults(fault), seed=seed, retry_after_s=retry_after,
+            credits_usd=credits, api_keys=frozenset(api_key) if api_key else None,
+            dialect=dialect,  # type: ignore[arg-type]  # checked by SimConfig
+            report_cost=not no_cost,
+            tls_cert=None if tls_cert is None else str(tls_cert),
+            tls_key=None if tls_key is None else str(tls_key),
+        )
+        server_ssl_context(config)  # a bad PEM file is a usage error, not a traceback once serving
+    except ValueError as exc:
+        raise ConfigError(f"batchrun sim: {exc}") from None
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(f"batchrun sim: cannot load --tls-cert {tls_cert} with --tls-key {tls_key}: {exc}") from None
+    raise typer.Exit(serve_forever(config))
 
 
 @app.command()

@@ -626,5 +626,8 @@ def _sim_args(options: dict[str, Any] | Any) -> list[str]:
             values = [f"{k}={v}" for k, v in value.items()]
             flag = "--fault"
         for v in values:
-            args += [flag, str(v)]
+            if isinstance(v, bool):  # a switch such as no_cost = true
+                args += [flag] if v else []
+            else:
+                args += [flag, str(v)]
     return args

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import cli_env, job_file, read_jsonl, run_cli, write_jsonl
 
@@ -125,3 +126,46 @@ def test_cli_against_a_plain_server_without_a_key(tmp_path: Path, sim_factory) -
 
     assert done.returncode == 0, done.stderr
     check_records(sim, tmp_path)
+
+
+def test_openai_refuses_openrouter_only_fields_per_line_and_plain_servers_ignore_them(
+    tmp_path: Path, sim_factory
+) -> None:
+    rows = [
+        {"custom_id": "routed", "model": PRICED, "prompt": "Hi.", "max_tokens": 8,
+         "provider": {"order": ["Azure"]}},
+        {"custom_id": "plain", "model": PRICED, "prompt": "Hi.", "max_tokens": 8},
+    ]
+    outcomes = {}
+    for dialect in ("openai", "plain"):
+        folder = tmp_path / dialect
+        folder.mkdir()
+        sim = sim_factory(dialect=dialect)
+        job = job_file(folder, write_jsonl(folder / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
+        result = asyncio.run(Runner(load_config(job), api_key=KEY).run())
+        outcomes[dialect] = (result.exit_code, records(folder), read_jsonl(folder / "out.errors.jsonl"))
+
+    code, done, errors = outcomes["openai"]
+    assert code == 1 and set(done) == {"plain"}  # one bad line does not stop the job
+    [error] = errors
+    assert error["custom_id"] == "routed" and error["error"]["code"] == "invalid_request"
+    assert error["attempts"] == 1 and "Unrecognized request argument supplied: provider" in error["error"]["message"]
+    code, done, errors = outcomes["plain"]
+    assert code == 0 and set(done) == {"routed", "plain"} and errors == []
+
+
+@pytest.mark.parametrize("dialect", ["openai", "plain"])
+def test_openai_style_servers_have_no_api_prefix_and_no_openrouter_routes(sim_factory, dialect: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    sim = sim_factory(dialect=dialect)
+    root = sim.base_url.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/v1/models", timeout=10) as answer:
+        listing = orjson.loads(answer.read())
+    assert listing["object"] == "list" and all("pricing" not in m for m in listing["data"])
+    for path in ("/api/v1/models", "/api/v1/chat/completions", "/v1/key", "/v1/generation?id=x"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{root}{path}", timeout=10)
+        missing.value.close()
+        assert missing.value.code in (404, 405), path

@@ -1,7 +1,8 @@
 """Provider prices: fetched from /models once, cached between runs, and reasoning priced right.
 
-The simulator's openai dialect sends no ``usage.cost``, so the cost batchrun writes is tokens ×
-the prices it holds: which prices those are shows which list (cached or fetched) it used.
+The simulator is told to send ``usage.cost: null`` (OpenRouter's schema allows it), so the cost
+batchrun writes is tokens × the prices it holds: which prices those are shows which list (cached
+or fetched) it used.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from conftest import job_file, read_jsonl, write_jsonl
 from batchrun.config import load_config
 from batchrun.price_cache import MAX_AGE_S, age_text, cache_file, read_prices, write_prices
 from batchrun.runner import Runner
+from batchrun.sim.catalog import CATALOG
 from batchrun.transport import api_root
 
 R1 = "deepseek/deepseek-r1"  # a reasoning model: its completion tokens include reasoning tokens
@@ -36,7 +38,7 @@ def run_priced_job(tmp_path: Path, sim, name: str) -> dict:
 
 
 def test_prices_are_fetched_once_cached_and_fetched_again_when_a_day_old(tmp_path: Path, sim_factory) -> None:
-    sim = sim_factory(dialect="openai")
+    sim = sim_factory(report_cost=False)
     root = api_root(sim.base_url)
     assert read_prices(root) is None
 
@@ -100,3 +102,21 @@ def test_a_cache_directory_that_cannot_be_written_is_not_an_error(tmp_path: Path
 )
 def test_age_text(seconds: float, text: str) -> None:
     assert age_text(seconds) == text
+
+
+def test_a_simulator_job_without_provider_cost_is_priced_from_the_simulators_list(tmp_path: Path) -> None:
+    rows = [{"custom_id": f"n{i}", "prompt": f"Say {i}.", "max_tokens": 8} for i in range(3)]
+    job = job_file(
+        tmp_path, write_jsonl(tmp_path / "in.jsonl", rows),
+        extra=f'base_url = "sim"\nmodel = "{R1}"\n[sim]\nno_cost = true\n',
+    )
+    result = asyncio.run(Runner(load_config(job)).run())
+
+    assert result.exit_code == 0, result.message
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        assert record["response"]["body"]["usage"]["cost"] is None
+        usage = record["usage"]
+        assert usage["cost_source"] == "price_table"  # R1 is not in the built-in table: from /models
+        price = CATALOG[R1]
+        expected = usage["prompt_tokens"] * price.prompt_price + usage["completion_tokens"] * price.completion_price
+        assert usage["cost_usd"] == pytest.approx(expected, rel=1e-9)

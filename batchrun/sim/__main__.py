@@ -12,7 +12,7 @@ from .config import DIALECTS, SimConfig, parse_faults
 from .process import LISTENING_PREFIX
 from .server import new_event_loop, serve, server_ssl_context
 
-__all__ = ["config_from_args", "main", "parser"]
+__all__ = ["config_from_args", "main", "parser", "serve_forever"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--key-limit", type=float, default=None, help="USD reported by GET /key")
     p.add_argument("--dialect", choices=DIALECTS, default="openrouter")
     p.add_argument("--hang", type=float, default=3600.0, help="seconds a hang fault sleeps")
+    p.add_argument("--no-cost", action="store_true", help="send usage.cost as null")
     p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS")
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     return p
@@ -63,6 +64,7 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
             key_limit_usd=a.key_limit,
             dialect=a.dialect,
             hang_s=a.hang,
+            report_cost=not a.no_cost,
             tls_cert=a.tls_cert,
             tls_key=a.tls_key,
         )
@@ -90,7 +92,11 @@ async def _serve_until_signal(config: SimConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT; return the exit status."""
-    config = config_from_args(argv)
+    return serve_forever(config_from_args(argv))
+
+
+def serve_forever(config: SimConfig) -> int:
+    """Serve ``config`` until SIGTERM or SIGINT (``batchrun sim`` calls this too); returns 0."""
     loop = new_event_loop()
     try:
         with contextlib.suppress(KeyboardInterrupt):

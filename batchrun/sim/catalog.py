@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["CATALOG", "DEFAULT_MODEL", "Model", "models_payload", "price_string"]
+__all__ = ["CATALOG", "DEFAULT_MODEL", "Model", "models_payload", "openai_models_payload", "price_string"]
 
 DEFAULT_MODEL = "google/gemini-2.0-flash-lite-001"
 
@@ -195,3 +195,17 @@ _MODELS_BODY = orjson.dumps({"data": [_model_json(m) for m in _MODELS if not m.r
 def models_payload() -> bytes:
     """Return the JSON body of GET /models (retired models are not listed, as on OpenRouter)."""
     return _MODELS_BODY
+
+
+_OPENAI_MODELS_BODY = orjson.dumps({
+    "object": "list",
+    "data": [
+        {"id": m.id, "object": "model", "created": m.created, "owned_by": m.provider.lower()}
+        for m in _MODELS if not m.retired
+    ],
+})
+
+
+def openai_models_payload() -> bytes:
+    """GET /v1/models as OpenAI, vLLM and llama.cpp's server answer it: ids, no prices."""
+    return _OPENAI_MODELS_BODY

@@ -107,6 +107,9 @@ class SimConfig:
     key_limit_usd: float | None = None
     dialect: Dialect = "openrouter"
     hang_s: float = 3600.0
+    # False: usage.cost is null, which OpenRouter's schema allows (wire §3); clients then price
+    # the tokens themselves.
+    report_cost: bool = True
     # PEM files; with both set the simulator serves HTTPS, so clients' CA and proxy paths get tested.
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -23,7 +23,7 @@ from .bodies import (
     split_pieces,
     usage_chunk_doc,
 )
-from .catalog import CATALOG, DEFAULT_MODEL, Model, models_payload
+from .catalog import CATALOG, DEFAULT_MODEL, Model, models_payload, openai_models_payload
 from .config import SimConfig
 from .faults import FaultPicker, find_marker
 from .ledger import Entry, Ledger
@@ -81,6 +81,11 @@ class SimHandlers:
         self.received = self.ledger.received
 
     # -- shared helpers ---------------------------------------------------------------------
+
+    def _usage(self, reply: Reply, model: Model, *, billed: bool = True) -> dict[str, Any]:
+        return usage_json(
+            reply, model, self._dialect, billed=billed, report_cost=self.config.report_cost
+        )
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(extra) if extra else {}
@@ -167,6 +172,10 @@ class SimHandlers:
             cap = body.get(key)
             if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
                 raise self._bad(f'"{key}" must be a positive integer')
+        if self._dialect == "openai" and (unknown := sorted(set(body) - OPENAI_CHAT_PARAMS)):
+            # OpenAI refuses what it does not know (OpenRouter's models, provider, ...); OpenRouter,
+            # vLLM, llama.cpp and Ollama ignore it.
+            raise self._bad(f"Unrecognized request argument supplied: {unknown[0]}")
         return body, messages
 
     def _unavailable(self, model_id: str, model: Model | None) -> _Rejected:
@@ -431,9 +440,7 @@ class SimHandlers:
             return web.Response(status=200)
         if fault == "finish_error":
             partial = _partial(reply)
-            usage = usage_json(
-                _with_completion(reply, _partial_tokens(reply)), model, dialect, billed=False
-            )
+            usage = self._usage(_with_completion(reply, _partial_tokens(reply)), model, billed=False)
             choice_error = {
                 "code": 502,
                 "message": "Provider returned error: connection reset during generation",
@@ -451,11 +458,11 @@ class SimHandlers:
             )
             return web.Response(body=orjson.dumps(doc), content_type=_JSON, headers=headers)
         if fault == "empty_choices":
-            usage = usage_json(_with_completion(reply, 0), model, dialect, billed=False)
+            usage = self._usage(_with_completion(reply, 0), model, billed=False)
             doc = completion_doc(gen_id, created, model, reply, usage, dialect, empty=True)
             return web.Response(body=orjson.dumps(doc), content_type=_JSON, headers=headers)
 
-        usage = usage_json(reply, model, dialect)
+        usage = self._usage(reply, model)
         payload = orjson.dumps(completion_doc(gen_id, created, model, reply, usage, dialect))
         if fault == "torn":
             resp = web.StreamResponse(headers=headers)
@@ -522,7 +529,7 @@ class SimHandlers:
                 await resp.write_eof()
                 return resp
             if fault == "empty_choices":
-                usage = usage_json(_with_completion(reply, 0), model, dialect, billed=False)
+                usage = self._usage(_with_completion(reply, 0), model, billed=False)
                 await resp.write(_sse(usage_chunk_doc(gen_id, created, model, dialect, usage)))
                 await resp.write(b"data: [DONE]\n\n")
                 await resp.write_eof()
@@ -548,7 +555,7 @@ class SimHandlers:
                     reply.native_finish_reason,
                 )
             )
-            usage = usage_json(reply, model, dialect)
+            usage = self._usage(reply, model)
             parts.append(_sse(usage_chunk_doc(gen_id, created, model, dialect, usage)))
             parts.append(b"data: [DONE]\n\n")
             await resp.write(b"".join(parts))
@@ -591,9 +598,10 @@ class SimHandlers:
         return self._json({"data": data})
 
     async def models(self, request: web.Request) -> web.Response:
-        """GET models: the catalog with string prices per token."""
+        """GET models: OpenRouter's catalog with string prices per token; others list ids only."""
         self.received.add(request)
-        return web.Response(body=models_payload(), content_type=_JSON, headers=self._headers())
+        body = models_payload() if self._dialect == "openrouter" else openai_models_payload()
+        return web.Response(body=body, content_type=_JSON, headers=self._headers())
 
     async def generation(self, request: web.Request) -> web.Response:
         """GET generation?id=...: what the ledger knows about one generation."""
@@ -643,6 +651,17 @@ class SimHandlers:
         self.window.reset()
         self.picker.reset()
         return web.Response(body=b'{"ok":true}', content_type=_JSON)
+
+
+# The chat-completions parameters OpenAI's API accepts (its API reference, 2026).
+OPENAI_CHAT_PARAMS = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+    "stream", "stream_options", "stop", "presence_penalty", "frequency_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice", "parallel_tool_calls",
+    "response_format", "service_tier", "store", "metadata", "reasoning_effort", "modalities",
+    "audio", "prediction", "web_search_options", "functions", "function_call", "verbosity",
+    "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+})
 
 
 def _close(request: web.Request) -> None:

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -97,7 +98,8 @@ class SimProcess:
     @property
     def root_url(self) -> str:
         """Return `http(s)://HOST:PORT` without the API prefix."""
-        return self.base_url.rsplit("/api/v1", 1)[0]
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     def ledger_json(self) -> dict[str, Any]:
         """Fetch GET /_sim/ledger from the child."""

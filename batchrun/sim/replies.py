@@ -109,8 +109,13 @@ def cost_parts(model: Model, prompt: int, completion: int) -> tuple[float, float
     return prompt * model.prompt_price, completion * model.completion_price
 
 
-def usage_json(reply: Reply, model: Model, dialect: str, *, billed: bool = True) -> dict[str, Any]:
-    """Build the `usage` object in the dialect's shape; an unbilled reply reports cost 0."""
+def usage_json(
+    reply: Reply, model: Model, dialect: str, *, billed: bool = True, report_cost: bool = True
+) -> dict[str, Any]:
+    """Build the `usage` object in the dialect's shape; an unbilled reply reports cost 0.
+
+    ``report_cost=False`` sends OpenRouter's usage with ``cost: null``, as its schema allows.
+    """
     total = reply.prompt_tokens + reply.completion_tokens
     if dialect == "plain":
         return {
@@ -138,7 +143,7 @@ def usage_json(reply: Reply, model: Model, dialect: str, *, billed: bool = True)
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": total,
-        "cost": pc + cc,
+        "cost": pc + cc if report_cost else None,
         "is_byok": False,
         "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {

@@ -31,16 +31,20 @@ HANDLERS_KEY = web.AppKey("batchrun_sim_handlers", SimHandlers)
 
 
 def build_app(config: SimConfig, ledger: Ledger | None = None) -> web.Application:
-    """Build the aiohttp application serving OpenRouter's routes under /api/v1 and /v1."""
+    """Build the aiohttp application: OpenRouter's routes under /api/v1 and /v1, or, for the
+    openai and plain dialects, chat completions and models under /v1 only."""
     handlers = SimHandlers(config, ledger)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[HANDLERS_KEY] = handlers
-    for prefix in _PREFIXES:
+    # OpenAI-style servers have no /api prefix and none of OpenRouter's key or generation routes.
+    openrouter = config.dialect == "openrouter"
+    for prefix in _PREFIXES if openrouter else ("/v1",):
         app.router.add_post(f"{prefix}/chat/completions", handlers.chat)
-        app.router.add_get(f"{prefix}/key", handlers.key)
-        app.router.add_get(f"{prefix}/auth/key", handlers.key)
         app.router.add_get(f"{prefix}/models", handlers.models)
-        app.router.add_get(f"{prefix}/generation", handlers.generation)
+        if openrouter:
+            app.router.add_get(f"{prefix}/key", handlers.key)
+            app.router.add_get(f"{prefix}/auth/key", handlers.key)
+            app.router.add_get(f"{prefix}/generation", handlers.generation)
     for prefix in ("", *_PREFIXES):
         app.router.add_get(f"{prefix}/_sim/ledger", handlers.sim_ledger)
         app.router.add_get(f"{prefix}/_sim/requests", handlers.sim_requests)
@@ -64,8 +68,9 @@ class SimHandle:
 
     @property
     def base_url(self) -> str:
-        """Return the OpenAI-compatible base URL, `http(s)://HOST:PORT/api/v1`."""
-        return f"{self.root_url}/api/v1"
+        """Return the base URL clients are given: `.../api/v1` for OpenRouter, else `.../v1`."""
+        prefix = "/api/v1" if self.config.dialect == "openrouter" else "/v1"
+        return f"{self.root_url}{prefix}"
 
 
 def server_ssl_context(config: SimConfig) -> ssl.SSLContext | None:
@@ -177,7 +182,7 @@ class SimServer:
 
     @property
     def base_url(self) -> str:
-        """Return `http(s)://HOST:PORT/api/v1`."""
+        """Return `http(s)://HOST:PORT/api/v1` (`/v1` for the openai and plain dialects)."""
         return self.handle.base_url
 
     @property
