@@ -30,7 +30,7 @@ from batchrun.status import job_status
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,unused-ignore]
 
 app = typer.Typer(
     add_completion=False,
@@ -158,6 +158,7 @@ def run(
     model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none [default: google/gemini-2.0-flash-lite-001]."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."),
     sim: bool = typer.Option(False, "--sim", help="Run against the built-in OpenRouter simulator on loopback (no key, no cost)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the key [default: OPENROUTER_API_KEY, sent to OpenRouter only]."),
     rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling [default: none; adapts to 429s]."),
     tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling (prompt estimate + max_tokens)."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
@@ -179,7 +180,8 @@ def run(
     130 interrupted (143 on SIGTERM).
     """
     overrides: dict[str, Any] = {
-        "output": output, "model": model, "base_url": "sim" if sim else base_url, "rpm": rpm,
+        "output": output, "model": model, "base_url": "sim" if sim else base_url,
+        "api_key_env": api_key_env, "rpm": rpm,
         "tpm": tpm, "concurrency": concurrency, "max_attempts": max_attempts, "timeout_s": timeout,
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,

@@ -35,6 +35,7 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "google/gemini-2.0-flash-lite-001"
+DEFAULT_KEY_ENV = "OPENROUTER_API_KEY"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_TIMEOUT_S = 300.0
@@ -43,7 +44,8 @@ DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_STREAM_IDLE_S = 60.0
 SIM = "sim"
 # What the server speaks beyond chat completions: "openrouter" serves GET /key and /models with
-# prices; "openai" (any other OpenAI-compatible server) does not; "auto" decides by the host.
+# prices, and is sent the OpenRouter key; "openai" (any other OpenAI-compatible server) does not;
+# "auto" decides by the base URL (openrouter.ai, or a path ending in /api/v1).
 APIS = ("auto", "openrouter", "openai")
 
 _TOP_KEYS = frozenset({
@@ -65,7 +67,7 @@ class JobConfig:
     model: str = DEFAULT_MODEL
     base_url: str = DEFAULT_BASE_URL  # or "sim": start the built-in simulator
     api: str = "auto"  # one of APIS
-    api_key_env: str = "OPENROUTER_API_KEY"
+    api_key_env: str = DEFAULT_KEY_ENV
     system: str | None = None
     template: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -121,11 +123,26 @@ class JobConfig:
         return self.base_url == SIM
 
     @property
+    def builtin_prices(self) -> bool:
+        """True where the built-in price table holds: OpenRouter (and its simulator) and OpenAI.
+
+        A self-hosted server (llama.cpp, vLLM, Ollama) answers to any model name, the default
+        included, and its tokens cost what the job's [pricing] says, or are unknown.
+        """
+        return self.speaks_openrouter or urlsplit(self.base_url).hostname == "api.openai.com"
+
+    @property
     def speaks_openrouter(self) -> bool:
         """True when the server serves OpenRouter's GET /key and /models (with prices)."""
         if self.api != "auto":
             return self.api == "openrouter"
-        return self.use_sim or (urlsplit(self.base_url).hostname or "").endswith("openrouter.ai")
+        # OpenRouter's own host, or its layout (/api/v1: the simulator, a gateway in front of it).
+        parts = urlsplit(self.base_url)
+        return (
+            self.use_sim
+            or (parts.hostname or "").endswith("openrouter.ai")
+            or parts.path.rstrip("/").endswith("/api/v1")
+        )
 
     @property
     def errors_path(self) -> Path:
@@ -283,7 +300,13 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
 
 
 def api_key_from_env(config: JobConfig) -> str | None:
-    """The API key from the environment variable the job names; never from a file."""
+    """The API key from the environment variable the job names; never from a file.
+
+    The default variable holds an OpenRouter key, which goes to OpenRouter only: a job against
+    another server (llama.cpp, vLLM, a proxy) sends no key unless it names its own variable.
+    """
+    if config.api_key_env == DEFAULT_KEY_ENV and not config.speaks_openrouter:
+        return None
     value = os.environ.get(config.api_key_env, "").strip()
     return value or None
 

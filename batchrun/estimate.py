@@ -245,7 +245,7 @@ def price_book(config: JobConfig, *, fetch: bool = False) -> PriceBook:
     stated); with it, ``GET /models`` is asked now and the cache refreshed. The simulator's list is
     its catalog, read in process.
     """
-    book = PriceBook(config.pricing)
+    book = PriceBook(config.pricing, builtin=config.builtin_prices)
     if config.use_sim:
         from batchrun.sim.catalog import (
             models_payload,  # the simulator is only loaded when asked for

@@ -76,15 +76,18 @@ BUILTIN_PRICES: Mapping[str, Price] = {
 class PriceBook:
     """Looks a model's price up: job overrides, then the provider's list, then the built-in table."""
 
-    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+    def __init__(self, overrides: Mapping[str, Price] | None = None, *, builtin: bool = True) -> None:
+        """``builtin=False``: the built-in table (OpenRouter's and OpenAI's prices) does not apply,
+        as on a self-hosted server, where a model's name says nothing of what it costs."""
         self._overrides = dict(overrides or {})
         self._provider: dict[str, Price] = {}
+        self._builtin = BUILTIN_PRICES if builtin else {}
         self.provider_source = "the provider's /models"  # how the provider's list was got
 
     def get(self, model: str | None) -> Price | None:
         if not model:
             return None
-        return self._overrides.get(model) or self._provider.get(model) or BUILTIN_PRICES.get(model)
+        return self._overrides.get(model) or self._provider.get(model) or self._builtin.get(model)
 
     def source(self, model: str) -> str | None:
         """Where ``get(model)`` comes from, in words; None when there is no price."""
@@ -92,7 +95,7 @@ class PriceBook:
             return "the job's [pricing]"
         if model in self._provider:
             return self.provider_source
-        return "the built-in table" if model in BUILTIN_PRICES else None
+        return "the built-in table" if model in self._builtin else None
 
     def load_models_payload(self, payload: Any, source: str | None = None) -> int:
         """Take prices from an OpenRouter ``GET /models`` body (USD per token, as strings)."""
@@ -150,10 +153,10 @@ def _int(value: Any) -> int:
 
 def response_cost(usage: Mapping[str, Any] | None, model: str | None, prices: PriceBook) -> dict[str, Any]:
     """The ``usage`` block of an output record: token counts, ``cost_usd`` and ``cost_source``."""
-    if usage is None:
+    if usage is None:  # the server said nothing (a stream without a usage chunk): unknown, not 0
         return {
-            "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0,
-            "reasoning_tokens": 0, "cost_usd": None, "cost_source": "unknown",
+            "prompt_tokens": None, "completion_tokens": None, "total_tokens": None,
+            "cached_tokens": None, "reasoning_tokens": None, "cost_usd": None, "cost_source": "unknown",
         }
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))

@@ -119,11 +119,15 @@ class InputParser:
         budget_set: bool = False,
         keep_fields: Sequence[str] = (),
         schema: Mapping[str, Any] | None = None,
+        ask_stream_usage: bool = False,
     ) -> None:
         """``keep_fields``: input fields copied into each record's ``metadata`` (over the row's own).
 
         ``schema``: the job's JSON Schema, for requests whose own response_format gives none.
+        ``ask_stream_usage``: add ``stream_options: {"include_usage": true}`` to a streamed request
+        that has no ``stream_options``; OpenAI and vLLM send no usage in a stream without it.
         """
+        self._ask_stream_usage = ask_stream_usage
         self._schema = schema
         self._defaults = {"model": model, **params}
         self._keep_fields = tuple(keep_fields)
@@ -174,6 +178,8 @@ class InputParser:
             body = self._row_body(obj) if table_row else self._body_of(obj)
         except _Bad as bad:
             return InvalidLine(line, str(bad), custom_id, metadata)
+        if self._ask_stream_usage and body.get("stream") is True and "stream_options" not in body:
+            body["stream_options"] = {"include_usage": True}
         messages = body["messages"]
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if self._budget_set and max_tokens is None:

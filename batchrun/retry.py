@@ -98,6 +98,11 @@ def _error_of(body: Any) -> dict[str, Any]:
     return {}
 
 
+def _dict_at(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _message_of(body: Any, fallback: str) -> str:
     error = _error_of(body)
     message = error.get("message")
@@ -107,6 +112,8 @@ def _message_of(body: Any, fallback: str) -> str:
         if isinstance(raw, str) and raw and message == "Provider returned error":
             return f"{message}: {raw[:300]}"
         return message
+    if isinstance(body, dict) and isinstance(body.get("detail"), str) and body["detail"]:
+        return body["detail"][:300]  # FastAPI's error shape (llama-cpp-python's server, many proxies)
     if isinstance(body, str) and body:
         if body.lstrip()[:1] == "<":
             return f"{fallback} (an HTML page, likely from a proxy)"
@@ -127,8 +134,7 @@ def _classify_ok_status(body: Any, schema_required: bool) -> Verdict:
     choice = choices[0]
     finish = choice.get("finish_reason")
     if finish == "error":
-        error = choice.get("error") if isinstance(choice.get("error"), dict) else {}
-        message = error.get("message") or "the provider stopped with finish_reason 'error'"
+        message = _dict_at(choice, "error").get("message") or "the provider stopped with finish_reason 'error'"
         return Verdict(ErrorKind.PROVIDER_ERROR, f"finish_reason 'error': {message}", body)
     if finish == "content_filter":
         return Verdict(ErrorKind.CONTENT_FILTERED, "the reply was stopped by a content filter", body)
@@ -145,8 +151,8 @@ def _classify_error_status(
     status: int, headers: dict[str, str], body: Any, now: float
 ) -> Verdict:
     error = _error_of(body)
-    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
-    availability = error.get("availability") if isinstance(error.get("availability"), dict) else {}
+    metadata = _dict_at(error, "metadata")
+    availability = _dict_at(error, "availability")
     message = _message_of(body, f"HTTP {status}")
     text = f"{message} {error.get('code', '')} {metadata.get('limit_source', '')}".lower()
     wait = parse_retry_after(headers, body, now)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from batchrun import __version__
-from batchrun.config import JobConfig, api_key_from_env
+from batchrun.config import DEFAULT_KEY_ENV, JobConfig, api_key_from_env
 from batchrun.errors import (
     PER_LINE_VERDICTS,
     RETRYABLE_KINDS,
@@ -89,7 +89,7 @@ class Runner:
         self._api_key = api_key
         self._emit = on_event or (lambda event: None)
         self._limits = AdaptiveLimits(concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm)
-        self._prices = PriceBook(config.pricing)
+        self._prices = PriceBook(config.pricing, builtin=config.builtin_prices)
         self._queue: WorkQueue[Request] = WorkQueue(readahead=2 * config.concurrency + 16)
         self._pending_results: list[bytes] = []
         self._pending_errors: list[bytes] = []
@@ -108,6 +108,7 @@ class Runner:
         self._ledger: Ledger | None = None
         self._trace: Trace | None = None
         self._secret = b""
+        self._key_sent = False
         self._broken = False  # the output refused a write: nothing more is written
 
     # -- control -------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class Runner:
         async with contextlib.AsyncExitStack() as stack:
             base_url, api_key = await self._endpoint(stack)
             self._secret = api_key.encode() if api_key and len(api_key) >= 8 else b""
+            self._key_sent = bool(api_key)
             ledger = Ledger(config.output, fsync_interval_s=config.fsync_interval_s)
             self._ledger = ledger
             stack.callback(ledger.close)
@@ -151,11 +153,15 @@ class Runner:
                 await self._load_prices(transport)
             self._check_budget_prices()
             plan = self._plan(base_url, state)
+            refused = None
             if config.speaks_openrouter:
-                plan = await self._check_key(transport, plan)
+                plan, refused = await self._check_key(transport, plan)
             self._emit(plan)
+            if refused is not None:
+                self.stop(ErrorKind.AUTH_ERROR, refused)
             try:
-                await self._pipeline(state)
+                if self._stop_kind is None:  # the key check may have stopped the job already
+                    await self._pipeline(state)
             finally:
                 self.summary.close()
             still_failing = ledger.compact_errors(self._done_ids)
@@ -241,13 +247,22 @@ class Runner:
                         "known: add -p max_tokens=N (or max_tokens under [params])"
                     )
 
-    async def _check_key(self, transport: Transport, plan: Planned) -> Planned:
-        """Compare the key's remaining limit (OpenRouter's GET /key) with the budget and worst case."""
-        payload = await transport.get_json("/key")
+    async def _check_key(self, transport: Transport, plan: Planned) -> tuple[Planned, str | None]:
+        """Compare the key's remaining limit (OpenRouter's GET /key) with the budget and worst case.
+
+        Returns the plan and, for a key that /key refuses, why: the job then stops before any
+        chat request is sent.
+        """
+        status, payload = await transport.get("/key")
+        if status == 401:
+            message = classify_response(401, {}, orjson.dumps(payload)).message if payload else "HTTP 401"
+            return plan, self._stop_hint(ErrorKind.AUTH_ERROR, self._redact_text(message))
+        if status != 200:
+            return plan, None
         data = payload.get("data") if isinstance(payload, dict) else None
         remaining = data.get("limit_remaining") if isinstance(data, dict) else None
         if not isinstance(remaining, (int, float)) or isinstance(remaining, bool):
-            return plan
+            return plan, None
         budget = self.config.max_cost_usd
         if budget is not None and budget > remaining:
             raise ConfigError(
@@ -256,8 +271,8 @@ class Runner:
             )
         if plan.worst_case_usd is not None and plan.worst_case_usd > remaining:
             text = plan.text + f" | key has ${remaining:.4f} left, below the worst case"
-            return replace(plan, text=text)
-        return plan
+            return replace(plan, text=text), None
+        return plan, None
 
     def _plan(self, base_url: str, state: ResumeState) -> Planned:
         config = self.config
@@ -312,7 +327,7 @@ class Runner:
             model=config.model, params=config.params, system=config.system,
             template=config.template, skip_ids=skip_ids,  # type: ignore[arg-type]
             budget_set=config.max_cost_usd is not None, keep_fields=config.keep_fields,
-            schema=config.schema,
+            schema=config.schema, ask_stream_usage=not config.speaks_openrouter,  # OpenRouter always sends it
         )
         read = 0
         with open_input(config.input) as stream:
@@ -435,7 +450,8 @@ class Runner:
             # the whole reservation as spent and the rate limiter keeps its tokens.
             self._spent_usd += item.reserved_usd
         else:
-            self._limits.settle(item.est_tokens, 0)
+            # A reply without usage (some servers' streams) is taken to have used what was booked.
+            self._limits.settle(item.est_tokens, item.est_tokens if verdict.kind is None else 0)
         if item.reserved_usd:
             self._reserved_usd -= item.reserved_usd
             item.reserved_usd = 0.0
@@ -492,7 +508,7 @@ class Runner:
         )
         self._write_error(record)
         if kind in _STOP_KINDS:
-            self.stop(kind, _stop_hint(kind, self._redact_text(verdict.message), self.config.api_key_env))
+            self.stop(kind, self._stop_hint(kind, self._redact_text(verdict.message)))
         self._finish(item, kind)
 
     def _retry(self, item: Request) -> None:
@@ -507,6 +523,17 @@ class Runner:
         message = self._redact_text(verdict.message)
         self._emit(Notice(f"model {model} is not available ({message}); its lines are not sent. "
                           f"Fallback models: {fallbacks}"))
+
+    def _stop_hint(self, kind: str, message: str) -> str:
+        if kind != ErrorKind.AUTH_ERROR:
+            return f"out of credits ({message}): add credits or raise the key's limit, then run again"
+        key_env = self.config.api_key_env
+        if self._key_sent:
+            return f"the API key was refused ({message}): set {key_env} to a valid key and run again"
+        if key_env == DEFAULT_KEY_ENV and not self.config.speaks_openrouter:
+            return (f"the server wants a key ({message}) and none was sent: {key_env} goes to "
+                    "OpenRouter only, so name this server's variable with --api-key-env (or api_key_env)")
+        return f"the server wants a key ({message}) and none was sent: set {key_env} and run again"
 
     def _finish(self, item: Request, kind: str | None) -> None:
         self._outstanding -= 1
@@ -603,12 +630,6 @@ def _dumps_line(record: dict[str, Any], raw_body: bytes | None = None) -> bytes:
             body = json.loads(raw_body) if raw_body else None
             record = {**record, "response": {**response, "body": body}}
         return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-
-
-def _stop_hint(kind: str, message: str, key_env: str) -> str:
-    if kind == ErrorKind.AUTH_ERROR:
-        return f"the API key was refused ({message}): set {key_env} to a valid key and run again"
-    return f"out of credits ({message}): add credits or raise the key's limit, then run again"
 
 
 def _fingerprint(path: Path) -> str:

@@ -230,11 +230,17 @@ class Transport:
 
     async def get_json(self, path: str) -> Any:
         """GET ``root + path`` and parse it; None when it is not there or not JSON."""
+        status, payload = await self.get(path)
+        return payload if status == 200 else None
+
+    async def get(self, path: str) -> tuple[int | None, Any]:
+        """GET ``root + path``: the status (None without an answer) and the JSON body, or None."""
         assert self._session is not None, "use Transport as an async context manager"
+        status: int | None = None
         with contextlib.suppress(TransportFailure, orjson.JSONDecodeError), translate_errors(30.0):
             async with self._session.get(
                 self.root + path, timeout=aiohttp.ClientTimeout(total=30), proxy=self._proxy
             ) as response:
-                if response.status == 200:
-                    return orjson.loads(await response.read())
-        return None
+                status = response.status
+                return status, orjson.loads(await response.read())
+        return status, None

@@ -1,7 +1,8 @@
 """Other servers than OpenRouter: the simulator's "openai" and "plain" dialects, end to end.
 
-Both serve /v1/chat/completions and send no `usage.cost`, so batchrun prices replies from its own
-table; "plain" also takes no key. Checked on both sides: the simulator's request log and the records.
+Both serve /v1/chat/completions and send no `usage.cost`, so batchrun prices replies from the job's
+[pricing] (its built-in table is OpenRouter's and OpenAI's, not a self-hosted server's); "plain"
+also takes no key, and the OpenRouter key in the environment is never sent to either. Checked on both sides: the simulator's request log and the records.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import pytest
 from conftest import cli_env, job_file, read_jsonl, run_cli, write_jsonl
 
 from batchrun.config import load_config
-from batchrun.pricing import BUILTIN_PRICES
 from batchrun.runner import Runner, RunResult
 from batchrun.sim import CATALOG, SimServer
 
 KEY = "sk-dialect-0123456789"
-PRICED = "openai/gpt-4o-mini"  # in batchrun's built-in price table
-UNPRICED = "deepseek/deepseek-r1"  # in the simulator's catalog, not in batchrun's table
+PRICED = "openai/gpt-4o-mini"  # priced by the job's [pricing] (and in the built-in table, unused here)
+UNPRICED = "deepseek/deepseek-r1"  # in the simulator's catalog, priced nowhere
 BASE_FORMS = ("{root}", "{root}/", "{root}/v1", "{root}/v1/")
 ROWS = [
     {"custom_id": "priced", "model": PRICED, "prompt": "Say something about prices.", "max_tokens": 32},
@@ -30,9 +30,15 @@ ROWS = [
 ]
 
 
+def pricing_table() -> str:
+    price = CATALOG[PRICED]
+    return (f'[pricing."{PRICED}"]\nprompt_per_m = {price.prompt_price * 1e6!r}\n'
+            f"completion_per_m = {price.completion_price * 1e6!r}\n")
+
+
 def run_job(tmp_path: Path, base_url: str, key: str | None) -> RunResult:
     source = write_jsonl(tmp_path / "in.jsonl", ROWS)
-    job = job_file(tmp_path, source, extra=f'base_url = "{base_url}"')
+    job = job_file(tmp_path, source, extra=f'base_url = "{base_url}"\n{pricing_table()}')
     return asyncio.run(Runner(load_config(job), api_key=key).run())
 
 
@@ -40,8 +46,8 @@ def records(tmp_path: Path) -> dict[str, dict[str, Any]]:
     return {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
 
 
-def check_records(sim: SimServer, tmp_path: Path) -> None:
-    """What every dialect run must show: table prices, unknown costs, a cap honoured, chat only."""
+def check_records(sim: SimServer, tmp_path: Path, *, priced: bool = True) -> None:
+    """What every dialect run must show: [pricing] prices, unknown costs, a cap honoured, chat only."""
     got = records(tmp_path)
     assert set(got) == {"priced", "unpriced", "capped"}
     assert read_jsonl(tmp_path / "out.errors.jsonl") == []
@@ -54,13 +60,14 @@ def check_records(sim: SimServer, tmp_path: Path) -> None:
         assert record["provider"] is None  # only OpenRouter names one
 
     price = CATALOG[PRICED]
-    for custom_id in ("priced", "capped"):
+    for custom_id in ("priced", "capped") if priced else ():
         usage = got[custom_id]["usage"]
         expected = usage["prompt_tokens"] * price.prompt_price + usage["completion_tokens"] * price.completion_price
         assert usage["cost_source"] == "price_table"
         assert usage["cost_usd"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
-    assert got["unpriced"]["usage"]["cost_source"] == "unknown"
-    assert got["unpriced"]["usage"]["cost_usd"] is None
+    for custom_id in ("unpriced",) if priced else ("priced", "capped", "unpriced"):
+        assert got[custom_id]["usage"]["cost_source"] == "unknown"
+        assert got[custom_id]["usage"]["cost_usd"] is None
 
     capped = got["capped"]
     assert capped["usage"]["completion_tokens"] == 3
@@ -70,13 +77,6 @@ def check_records(sim: SimServer, tmp_path: Path) -> None:
     assert [r.path for r in sim.ledger.received.entries()] == ["/v1/chat/completions"] * 3  # no /key, /models
     (capped_body,) = [r.body for r in chats if r.body["messages"][0]["content"] == "Say something long."]
     assert capped_body["max_completion_tokens"] == 3 and "max_tokens" not in capped_body
-
-
-def test_the_price_table_matches_the_simulators_catalog() -> None:
-    # The cost checks below mean something only if both sides agree on the price.
-    assert BUILTIN_PRICES[PRICED].prompt == pytest.approx(CATALOG[PRICED].prompt_price, rel=1e-12)
-    assert BUILTIN_PRICES[PRICED].completion == pytest.approx(CATALOG[PRICED].completion_price, rel=1e-12)
-    assert UNPRICED not in BUILTIN_PRICES
 
 
 @pytest.mark.parametrize("form", BASE_FORMS)
@@ -117,15 +117,34 @@ def test_a_server_that_wants_a_key_refuses_a_run_without_one(
     assert "key" in result.message.lower()
 
 
-def test_cli_against_a_plain_server_without_a_key(tmp_path: Path, sim_factory) -> None:
+def test_cli_against_a_plain_server_sends_no_openrouter_key_and_prices_nothing_by_name(
+    tmp_path: Path, sim_factory
+) -> None:
     sim = sim_factory(dialect="plain")
     source = write_jsonl(tmp_path / "in.jsonl", ROWS)
-    env = {k: v for k, v in cli_env().items() if k != "OPENROUTER_API_KEY"}
 
-    done = run_cli("run", source, "-o", tmp_path / "out.jsonl", "--base-url", sim.root_url, "--no-progress", env=env)
+    done = run_cli("run", source, "-o", tmp_path / "out.jsonl", "--base-url", sim.root_url, "--no-progress")
 
     assert done.returncode == 0, done.stderr
-    check_records(sim, tmp_path)
+    # OPENROUTER_API_KEY is set (cli_env), yet it goes to OpenRouter only.
+    assert {r.auth_scheme for r in sim.ledger.received.chats()} == {None}
+    # gpt-4o-mini is in the built-in table, but a self-hosted server's model name says nothing of
+    # its price: without [pricing] the cost is unknown.
+    check_records(sim, tmp_path, priced=False)
+
+
+def test_api_key_env_names_the_variable_sent_to_another_server(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(dialect="openai", api_keys=frozenset({KEY}))
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS[:1])
+    args = ("run", source, "-o", tmp_path / "out.jsonl", "--base-url", sim.base_url, "--no-progress")
+
+    refused = run_cli(*args)
+    done = run_cli(*args, "--api-key-env", "MY_SERVER_KEY", env=cli_env(MY_SERVER_KEY=KEY))
+
+    assert refused.returncode == 3
+    assert "none was sent" in refused.stderr and "--api-key-env" in refused.stderr
+    assert done.returncode == 0, done.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 1
 
 
 def test_openai_refuses_openrouter_only_fields_per_line_and_plain_servers_ignore_them(
@@ -169,3 +188,27 @@ def test_openai_style_servers_have_no_api_prefix_and_no_openrouter_routes(sim_fa
             urllib.request.urlopen(f"{root}{path}", timeout=10)
         missing.value.close()
         assert missing.value.code in (404, 405), path
+
+
+def test_streams_ask_for_usage_where_the_server_sends_it_only_when_asked(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(dialect="openai")
+    rows = [
+        {"custom_id": "asked", "model": PRICED, "prompt": "Stream it.", "max_tokens": 16, "stream": True},
+        {"custom_id": "own", "model": PRICED, "prompt": "Stream it.", "max_tokens": 16, "stream": True,
+         "stream_options": {"include_usage": False}},
+    ]
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows),
+                   extra=f'base_url = "{sim.base_url}"\n{pricing_table()}')
+
+    result = asyncio.run(Runner(load_config(job), api_key=KEY).run())
+
+    assert result.exit_code == 0, result.message
+    got = records(tmp_path)
+    bodies = {r.body["stream_options"]["include_usage"]: r.body for r in sim.ledger.received.chats()}
+    assert set(bodies) == {True, False}  # batchrun asked where the line did not say; the line's own kept
+    entry = sim.ledger.by_gen_id(got["asked"]["response"]["request_id"])
+    assert got["asked"]["usage"]["completion_tokens"] == entry.completion_tokens
+    assert got["asked"]["usage"]["cost_source"] == "price_table"
+    # No usage came back: the record says unknown, not zero tokens.
+    assert got["own"]["usage"]["completion_tokens"] is None
+    assert got["own"]["usage"]["cost_source"] == "unknown"

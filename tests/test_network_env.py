@@ -384,7 +384,10 @@ def test_every_http_request_goes_through_the_proxy(
 
     assert_all_succeeded(tmp_path, completed)
     assert sim.ledger.counts()["requests"] == LINES
-    assert proxy.forwarded == [f"POST {sim.base_url}/chat/completions"] * LINES
+    # OpenRouter's prices and key check (an /api/v1 base URL speaks OpenRouter) go through it too.
+    assert proxy.forwarded == [f"GET {sim.base_url}/models", f"GET {sim.base_url}/key"] + [
+        f"POST {sim.base_url}/chat/completions"
+    ] * LINES
     assert proxy.tunnels == []
 
 
@@ -447,7 +450,7 @@ def test_a_proxy_given_as_host_and_port_is_an_http_proxy(
     env = net_env(HTTP_PROXY=proxy.url.removeprefix("http://"))
 
     assert_all_succeeded(tmp_path, run_job(tmp_path, sim.base_url, env))
-    assert len(proxy.forwarded) == LINES
+    assert len(proxy.forwarded) == LINES + 2  # and GET /models, GET /key
 
 
 def test_the_built_in_simulator_is_never_reached_through_a_proxy(

@@ -173,10 +173,10 @@ def test_response_cost_of_an_unknown_model(model: str | None) -> None:
     }
 
 
-def test_response_cost_without_usage() -> None:
+def test_response_cost_without_usage_is_unknown_not_zero() -> None:
     assert response_cost(None, LITE, PriceBook()) == {
-        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0,
-        "reasoning_tokens": 0, "cost_usd": None, "cost_source": "unknown",
+        "prompt_tokens": None, "completion_tokens": None, "total_tokens": None, "cached_tokens": None,
+        "reasoning_tokens": None, "cost_usd": None, "cost_source": "unknown",
     }
 
 

@@ -445,7 +445,10 @@ def test_a_wrong_key_is_refused_so_the_key_check_can_fail(tmp_path: Path, sim_fa
     result = run(job, key="sk-or-some-other-key")
 
     assert result.exit_code == 3
+    # GET /key refuses it first, so no chat request is sent at all.
     assert sim.ledger.counts()["rejections"] == {"401": 1}
+    assert sim.ledger.received.chats() == []
+    assert [r.path for r in sim.ledger.received.entries()] == ["/api/v1/models", "/api/v1/key"]
 
 
 def test_header_names_in_another_case_replace_the_defaults(tmp_path: Path, sim: SimServer) -> None:

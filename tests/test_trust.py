@@ -244,8 +244,9 @@ def test_the_key_is_redacted_when_a_server_echoes_it_back(tmp_path: Path) -> Non
         source = write_jsonl(tmp_path / "in.jsonl", prompts(3))
         proc = await asyncio.create_subprocess_exec(
             *batchrun_cmd("run", source, "-o", tmp_path / "out.jsonl", "--base-url",
-                          f"http://127.0.0.1:{port}/v1", "--log", tmp_path / "log.jsonl", "--no-progress"),
-            env=cli_env(OPENROUTER_API_KEY=secret), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          f"http://127.0.0.1:{port}/v1", "--log", tmp_path / "log.jsonl", "--no-progress",
+                          "--api-key-env", "ECHO_SERVER_KEY"),
+            env=cli_env(ECHO_SERVER_KEY=secret), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         out, err = await proc.communicate()
         await runner.cleanup()

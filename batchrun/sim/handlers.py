@@ -377,7 +377,12 @@ class SimHandlers:
         # as Google does for disconnects (wire §4).
         self._bill(gen_id, model, reply, outcome, billed, pkey, streamed)
         if streamed:
-            return await self._stream(request, gen_id, model, reply, fault)
+            # OpenRouter always ends a stream with usage; OpenAI and vLLM only when asked.
+            options = body.get("stream_options")
+            with_usage = self._dialect == "openrouter" or (
+                isinstance(options, dict) and options.get("include_usage") is True
+            )
+            return await self._stream(request, gen_id, model, reply, fault, with_usage)
         return await self._complete(request, gen_id, model, reply, fault)
 
     def _bill(
@@ -485,7 +490,8 @@ class SimHandlers:
         return web.Response(body=payload, content_type=_JSON, headers=headers)
 
     async def _stream(
-        self, request: web.Request, gen_id: str, model: Model, reply: Reply, fault: str | None
+        self, request: web.Request, gen_id: str, model: Model, reply: Reply, fault: str | None,
+        with_usage: bool = True,
     ) -> web.StreamResponse:
         dialect = self._dialect
         if fault == "drop":
@@ -555,8 +561,9 @@ class SimHandlers:
                     reply.native_finish_reason,
                 )
             )
-            usage = self._usage(reply, model)
-            parts.append(_sse(usage_chunk_doc(gen_id, created, model, dialect, usage)))
+            if with_usage:
+                usage = self._usage(reply, model)
+                parts.append(_sse(usage_chunk_doc(gen_id, created, model, dialect, usage)))
             parts.append(b"data: [DONE]\n\n")
             await resp.write(b"".join(parts))
             await resp.write_eof()
