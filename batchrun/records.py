@@ -31,7 +31,9 @@ __all__ = [
 _ID_KEYS = ("custom_id", "id")
 _NOT_SENT = frozenset({"custom_id", "id", "metadata"})
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/api/v1/chat/completions"})
-_INT_PARAMS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k")
+# Some servers read max_tokens 0 as "no limit" (llama.cpp's): at least 1, so a cap is a cap.
+_POSITIVE_INT_PARAMS = ("max_tokens", "max_completion_tokens", "n")
+_INT_PARAMS = ("seed", "top_k")
 _NUMBER_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p")
 
 
@@ -339,6 +341,10 @@ def _check_body(body: dict[str, Any]) -> None:
             raise _Bad(f"messages[{index}].content must be a string or an array of parts")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise _Bad("model must be a non-empty string")
+    for key in _POSITIVE_INT_PARAMS:
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise _Bad(f"{key} must be a positive integer, got {value!r}")
     for key in _INT_PARAMS:
         value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

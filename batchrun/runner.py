@@ -195,6 +195,7 @@ class Runner:
                 "params": dict(config.params),
                 "system": config.system,
                 "template": config.template,
+                "schema": config.schema,  # replies are judged by it: another one is another job
             },
         }
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from conftest import job_file, prompts, read_jsonl, write_jsonl
 
 from batchrun.config import load_config
+from batchrun.errors import ResumeMismatch
 from batchrun.runner import Runner
 
 SCHEMA = {
@@ -41,3 +43,17 @@ def test_a_reply_that_fails_the_job_schema_is_invalid_output_after_its_own_retri
     assert all(e["attempts"] == 2 for e in errors)  # the first try and one schema retry
     assert all(e["billed_usd"] > 0 for e in errors)  # replies that failed were still paid for
     assert sim.ledger.counts()["billed"] == 6
+
+
+def test_resuming_with_another_job_schema_is_refused_without_force(tmp_path: Path, sim) -> None:
+    job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(3, max_tokens=64)),
+                   extra=f'base_url = "{sim.base_url}"')
+    # The simulator's free-text replies fail the job's schema: what matters here is the manifest.
+    asyncio.run(Runner(load_config(job, {"schema": SCHEMA, "limit": 1}), api_key="k").run())
+    other = {**SCHEMA, "required": ["label"]}
+
+    with pytest.raises(ResumeMismatch, match="request schema"):
+        asyncio.run(Runner(load_config(job, {"schema": other}), api_key="k").run())
+    forced = asyncio.run(Runner(load_config(job, {"schema": other, "force": True}), api_key="k").run())
+    assert forced.stop_kind is None
+    assert asyncio.run(Runner(load_config(job, {"schema": other}), api_key="k").run()).stop_kind is None
