@@ -120,3 +120,29 @@ def test_a_simulator_job_without_provider_cost_is_priced_from_the_simulators_lis
         price = CATALOG[R1]
         expected = usage["prompt_tokens"] * price.prompt_price + usage["completion_tokens"] * price.completion_price
         assert usage["cost_usd"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("report_cost", [True, False])
+def test_cached_prompt_tokens_are_billed_as_the_simulator_bills_them(
+    tmp_path: Path, sim_factory, report_cost: bool
+) -> None:
+    # A long system prompt shared by every line: after the first, the simulator reads it from its
+    # prompt cache, as OpenAI and Gemini do, and bills it at the cache-read price.
+    sim = sim_factory(report_cost=report_cost)
+    rows = [{"custom_id": f"c{i}", "prompt": f"Question {i}?", "max_tokens": 8} for i in range(5)]
+    job = job_file(
+        tmp_path, write_jsonl(tmp_path / "in.jsonl", rows),
+        extra=f'base_url = "{sim.base_url}"\nsystem = "{"Follow these rules. " * 400}"\n'
+              "[limits]\nconcurrency = 1\n",
+    )
+    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+
+    assert result.exit_code == 0, result.message
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert sum(1 for r in records if r["usage"]["cached_tokens"]) == 4  # all but the first
+    for record in records:
+        entry = sim.ledger.by_gen_id(record["response"]["request_id"])
+        assert record["usage"]["cached_tokens"] == entry.cached_tokens
+        assert record["usage"]["cost_source"] == ("provider" if report_cost else "price_table")
+        assert record["usage"]["cost_usd"] == pytest.approx(entry.cost, abs=1e-9)
+    assert result.summary.cost_usd == pytest.approx(sim.ledger.billed_total_usd(), abs=1e-9)

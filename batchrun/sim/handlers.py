@@ -28,7 +28,16 @@ from .config import SimConfig
 from .faults import FaultPicker, find_marker
 from .ledger import Entry, Ledger
 from .limits import RateDecision, RateWindow
-from .replies import Reply, make_reply, message_text, prompt_key, prompt_tokens, usage_json
+from .prompt_cache import PromptCache
+from .replies import (
+    Reply,
+    cost_parts,
+    make_reply,
+    message_text,
+    prompt_key,
+    prompt_tokens,
+    usage_json,
+)
 from .routing import provider_slug, route
 from .wire import (
     ErrorReply,
@@ -79,6 +88,7 @@ class SimHandlers:
         self._latency_rng = random.Random(config.seed + 1)
         self._dialect = config.dialect
         self.received = self.ledger.received
+        self.prompt_cache = PromptCache()
 
     # -- shared helpers ---------------------------------------------------------------------
 
@@ -347,6 +357,9 @@ class SimHandlers:
 
         texts = [message_text(m) for m in messages]
         reply = make_reply(body, messages, model, n_prompt)
+        cached = self.prompt_cache.cached_tokens(model.id, messages, reply.prompt_tokens)
+        if cached:
+            reply = replace(reply, cached_tokens=cached)
         now = time.monotonic()
         decision = self.window.admit(now, reply.prompt_tokens + reply.completion_tokens)
         if not decision.allowed:
@@ -400,8 +413,7 @@ class SimHandlers:
             completion = _partial_tokens(reply)
         elif outcome in ("empty_choices", "error200"):
             completion = 0
-        pc = reply.prompt_tokens * model.prompt_price
-        cc = completion * model.completion_price
+        pc, cc = cost_parts(model, reply.prompt_tokens, completion, reply.cached_tokens)
         self.ledger.add(
             Entry(
                 gen_id=gen_id,

@@ -104,9 +104,12 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Any = None) -> i
     return total
 
 
-def cost_parts(model: Model, prompt: int, completion: int) -> tuple[float, float]:
-    """Return (prompt cost, completion cost) in USD; reasoning is inside `completion`."""
-    return prompt * model.prompt_price, completion * model.completion_price
+def cost_parts(model: Model, prompt: int, completion: int, cached: int = 0) -> tuple[float, float]:
+    """Return (prompt cost, completion cost) in USD; reasoning is inside `completion`, and the
+    `cached` prompt tokens cost the cache-read price."""
+    cached = min(cached, prompt)
+    prompt_cost = (prompt - cached) * model.prompt_price + cached * model.cache_read_price
+    return prompt_cost, completion * model.completion_price
 
 
 def usage_json(
@@ -136,7 +139,7 @@ def usage_json(
                 "rejected_prediction_tokens": 0,
             },
         }
-    pc, cc = cost_parts(model, reply.prompt_tokens, reply.completion_tokens)
+    pc, cc = cost_parts(model, reply.prompt_tokens, reply.completion_tokens, reply.cached_tokens)
     if not billed:
         pc = cc = 0.0
     return {
