@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import orjson
-from jsonschema.exceptions import SchemaError, ValidationError
-from jsonschema.protocols import Validator
+
+if TYPE_CHECKING:  # jsonschema costs ~40 ms to import: only jobs with a schema load it
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 __all__ = ["check_schema", "reply_text", "schema_of", "validate_reply"]
 
@@ -43,6 +44,8 @@ def schema_of(body: Mapping[str, Any], job_schema: Mapping[str, Any] | None) -> 
 
 def check_schema(schema: Mapping[str, Any]) -> str | None:
     """None when ``schema`` is a valid JSON Schema, else a message saying what is wrong with it."""
+    from jsonschema.exceptions import SchemaError
+
     try:
         _validator(_canonical(schema))
     except SchemaError as exc:
@@ -94,6 +97,9 @@ def validate_reply(body_json: Mapping[str, Any], schema: Mapping[str, Any] | Non
             f" (starts {_shown(text)})"
     if schema is None:
         return parsed, None
+    import jsonschema.exceptions
+    from jsonschema.exceptions import SchemaError
+
     try:
         validator = _validator(_canonical(schema))
     except SchemaError as exc:
@@ -118,6 +124,8 @@ def _canonical(schema: Mapping[str, Any]) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _validator(canonical: bytes) -> Validator:
+    import jsonschema
+
     schema = orjson.loads(canonical)
     # The schema's own $schema picks the draft; without one, Draft 2020-12.
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
