@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 from conftest import read_jsonl
@@ -47,3 +48,39 @@ def test_label_csv_exports_back_to_csv_with_its_labels(tmp_path: Path) -> None:
     assert list(rows[0])[:3] == ["id", "subject", "body"]
     assert all(r["output"] in ("billing", "bug", "feature", "other") for r in rows[:20])
     assert {r["status"] for r in rows[20:]} == {"not_run"}
+
+
+def test_route_reviews_routes_by_provider_and_sends_attribution(tmp_path: Path, sim) -> None:
+    config = load_config(JOBS / "route-reviews.toml", {"output": tmp_path / "out.jsonl", "limit": 20})
+    assert config.base_url.startswith("https://openrouter.ai")
+    result = asyncio.run(Runner(replace(config, base_url=sim.base_url), api_key="sk-or-test").run())
+
+    assert result.exit_code == 0, result.message
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert len(records) == 20
+    assert {(r["model"], r["provider"]) for r in records} == {("google/gemini-2.0-flash-lite-001", "Google AI Studio")}
+    for received in sim.ledger.received.chats():
+        assert received.body["models"] == config.params["models"]
+        assert received.body["provider"] == config.params["provider"]
+        assert received.header("HTTP-Referer") == "https://example.org/review-labels"
+        assert received.header("X-OpenRouter-Title") == "review labels"
+        assert received.header("X-Title") is None  # replaced by X-OpenRouter-Title, not sent twice
+
+
+def test_local_server_job_runs_keyless_and_is_priced_by_its_table(tmp_path: Path, sim_factory, monkeypatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-must-not-leave")
+    monkeypatch.delenv("LOCAL_LLM_KEY", raising=False)
+    sim = sim_factory(dialect="plain")
+    config = load_config(JOBS / "local-server.toml", {"output": tmp_path / "out.jsonl", "limit": 5})
+    result = asyncio.run(Runner(replace(config, base_url=sim.root_url)).run())
+
+    assert result.exit_code == 0, result.message
+    price = config.pricing["gemma-3-270m"]
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert len(records) == 5
+    for record in records:
+        usage = record["usage"]
+        assert record["model"] == "gemma-3-270m"
+        assert usage["cost_source"] == "price_table"
+        assert usage["cost_usd"] == usage["prompt_tokens"] * price.prompt + usage["completion_tokens"] * price.completion
+    assert {r.auth_scheme for r in sim.ledger.received.entries()} == {None}

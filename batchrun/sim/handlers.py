@@ -249,6 +249,10 @@ class SimHandlers:
             candidates.extend(m for m in fallbacks if isinstance(m, str) and m)
         if not candidates:
             candidates.append(DEFAULT_MODEL)
+        if self._dialect == "plain" and candidates[0] not in CATALOG:
+            # llama.cpp's server runs the one model it loaded, whatever name a request gives,
+            # and echoes that name back.
+            return replace(CATALOG[DEFAULT_MODEL], id=candidates[0])
         preferences = body.get("provider")
         first_error: _Rejected | None = None
         # Any failure moves on to the next model of the fallback list (wire §5); the first
