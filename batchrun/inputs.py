@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,17 +222,34 @@ def measure(path: Path) -> InputSize:
         limit = _EXACT_COUNT_BYTES // (8 if gz else 1)
         if size <= limit:
             lines = text = 0
+            carry = b""  # the start of a line whose end is in the next chunk
             for chunk in iter(lambda: stream.read(_BLOCK), b""):
                 text += len(chunk)
-                lines += chunk.count(b"\n")
-            if text and not chunk.endswith(b"\n"):
-                lines += 1
+                data = carry + chunk if carry else chunk
+                end = data.rfind(b"\n") + 1
+                lines += _non_blank(data, end)
+                carry = data[end:]
+            lines += 1 if carry.strip() else 0
             return InputSize(max(lines - header, 0), text, True)
         sample = stream.read(_BLOCK)
         consumed = stream.fileobj.tell() if gz else len(sample)  # type: ignore[attr-defined]
-    sample_lines = max(sample.count(b"\n"), 1)
+    sample_lines = max(_non_blank(sample, sample.rfind(b"\n") + 1), 1)
     scale = size / max(consumed, 1)
     return InputSize(max(round(sample_lines * scale) - header, 0), round(len(sample) * scale), False)
+
+
+# A line end followed by a blank line (whitespace only): found with one attempt per line end.
+_BEFORE_BLANK = re.compile(rb"\n(?=[ \t\r\f\v]*\n)")
+
+
+def _non_blank(data: bytes, end: int) -> int:
+    """How many of the newline-ended lines in ``data[:end]`` hold more than whitespace (the lines
+    iter_lines yields); ``end`` is just after a line end. Counted in place, without a copy."""
+    lines = data.count(b"\n", 0, end)
+    if not lines:
+        return 0
+    first_blank = not data[: data.find(b"\n")].strip()
+    return lines - first_blank - len(_BEFORE_BLANK.findall(data, 0, end))
 
 
 def fingerprint(path: Path) -> str:

@@ -406,15 +406,31 @@ def test_measure_counts_lines(tmp_path: Path, content: bytes, size: InputSize) -
     assert measure(gz) == size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measure() counts every line end, blank lines included, though its docstring says "
-    "non-blank lines and iter_lines skips them: the plan line over-counts requests",
+@pytest.mark.parametrize(
+    ("data", "lines"),
+    [
+        (_LINES, 3),
+        (b"", 0),
+        (b"\n\n\n", 0),
+        (b"  \r\n\t\n", 0),
+        (b'{"a": 1}', 1),  # no line end at the end
+        (b'\n{"a": 1}\n\n\n{"b": 2}\n \n', 2),
+        (b"x\n" * 5 + b"   ", 5),  # a blank last line without its line end
+    ],
 )
-def test_measure_does_not_count_blank_lines(tmp_path: Path) -> None:
+def test_measure_counts_the_lines_iter_lines_yields(tmp_path: Path, data: bytes, lines: int) -> None:
     path = tmp_path / "in.jsonl"
-    path.write_bytes(_LINES)
-    assert measure(path).lines == 3
+    path.write_bytes(data)
+    assert measure(path).lines == lines
+    with open(path, "rb") as stream:
+        assert len(list(iter_lines(stream))) == lines
+
+
+def test_measure_counts_lines_that_straddle_read_blocks(tmp_path: Path) -> None:
+    # Lines of 700 bytes and blank lines cross the 1 MiB read blocks at every offset.
+    path = tmp_path / "in.jsonl"
+    path.write_bytes((b"x" * 700 + b"\n" + b" \r\n") * 4000)
+    assert measure(path).lines == 4000
 
 
 @pytest.mark.parametrize("size", [1000, 1024 * 1024])
