@@ -43,13 +43,17 @@ class RateLimiter:
             raise ValueError("rate must be positive or None")
         self._rate = rate
 
-    def reserve(self, amount: float = 1.0) -> float:
-        """Book ``amount`` units and return how many seconds the caller must wait before using them."""
+    def reserve(self, amount: float = 1.0, *, not_before: float = -math.inf) -> float:
+        """Book ``amount`` units and return how many seconds the caller must wait before using them.
+
+        ``not_before`` (a clock time) starts the booking no earlier: requests booked during a
+        pause then leave one by one after it, rather than all together when it ends.
+        """
         if self._rate is None:
             return 0.0
         now = self._clock()
         tolerance = self._burst / self._rate
-        start = max(self._tat, now - tolerance)
+        start = max(self._tat, now - tolerance, not_before)
         # Wait until ``amount`` (at most a whole burst, so a larger one still passes alone) is free.
         delay = max(start + min(amount, self._burst) / self._rate - now, 0.0)
         self._tat = start + amount / self._rate
@@ -120,6 +124,12 @@ class AdaptiveLimits:
     recent = 50  # answers over which the share of 429s is taken
     rpm_margin = 0.98
     recovery_per_success = 0.05  # req/s added per success: +5 % of the rate per second
+    # Near the rate at which the server last said no, recovery slows to a probe, so the pool
+    # sits just under an unknown limit instead of sawing between 90 % and 100 % of it.
+    near_ceiling = 0.95
+    probe_per_success = 0.01
+    forget_ceiling = 1.1  # this far above it without a 429, the limit has moved: recover fast again
+    episode_s = 10.0  # cuts this close together answer one limit: the ceiling keeps the highest
 
     def __init__(
         self,
@@ -144,11 +154,12 @@ class AdaptiveLimits:
         self._answers: collections.deque[bool] = collections.deque(maxlen=self.recent)  # True: 429
         self._limited = 0
         self._successes: collections.deque[float] = collections.deque(maxlen=2048)
+        self._ceiling: float | None = None  # the request rate the server last refused
 
     def reserve(self, tokens: float) -> float:
         """Book one request of ``tokens`` estimated tokens; return the seconds to wait before sending."""
         now = self._clock()
-        wait = max(self.requests.reserve(1.0), self.tokens.reserve(tokens))
+        wait = max(self.requests.reserve(1.0, not_before=self.paused_until), self.tokens.reserve(tokens))
         return max(wait, self.paused_until - now)
 
     def settle(self, reserved_tokens: float, actual_tokens: float) -> None:
@@ -172,7 +183,11 @@ class AdaptiveLimits:
             # Recover by about 5 % a second (``rate`` successes arrive per second): slow enough that
             # probing above a server's limit costs few 429s (measured: +1 req/s per second at
             # 5 req/s made 15.6 % of requests 429s).
-            new_rate = rate + self.recovery_per_success
+            ceiling = self._ceiling
+            if ceiling is not None and rate >= ceiling * self.forget_ceiling:
+                self._ceiling = ceiling = None
+            near = ceiling is not None and rate >= ceiling * self.near_ceiling
+            new_rate = rate + (self.probe_per_success if near else self.recovery_per_success)
             if self.max_rate is not None:
                 new_rate = min(new_rate, self.max_rate)
             self.requests.rate = new_rate
@@ -192,11 +207,21 @@ class AdaptiveLimits:
         # The requests in flight when the limit was hit all come back 429: count them as one signal.
         if now - self._last_decrease < self.decrease_cooldown_s:
             return True
+        episode = now - self._last_decrease < self.episode_s
         self._last_decrease = now
+        # Judge the new rate on answers to it: the 429s that made this decision, and those of
+        # requests already in flight, would otherwise keep the share high and cut again and again.
+        self._answers.clear()
+        self._limited = 0
         self._window = max(1.0, self._window * self.window_decrease)
         self.gate.set_limit(int(self._window))
         accepted = self.accepted_rate(now)
         current = self.requests.rate
+        refused_at = accepted if accepted is not None else current
+        if refused_at is not None:
+            # Within one episode the accepted rate falls with each cut: the first is the estimate.
+            keep = episode and self._ceiling is not None
+            self._ceiling = max(self._ceiling, refused_at) if keep else refused_at  # type: ignore[type-var]
         if accepted is not None:
             target = accepted * self.backoff_factor
             if current is not None:
@@ -214,4 +239,6 @@ class AdaptiveLimits:
         recent = [t for t in self._successes if t >= now - span_s]
         if len(recent) < 5:
             return None
-        return len(recent) / max(now - recent[0], 0.5)
+        # At least a second: servers count in windows of a second or more, so successes packed
+        # into less than that say nothing about the rate they allow.
+        return len(recent) / max(now - recent[0], 1.0)

@@ -309,7 +309,8 @@ def test_a_lone_upstream_429_is_not_a_signal() -> None:
         (8, 1, False),
         (9, 1, True),  # 1 in 10 is over 5 %
         (19, 1, False),  # exactly 5 % is not over
-        (18, 2, True),
+        (38, 2, False),  # 2 in 40: exactly 5 %
+        (37, 2, True),  # 2 in 39
     ],
 )
 def test_a_high_share_of_429s_is_a_signal(successes: int, limited: int, slowed: bool) -> None:
@@ -320,6 +321,18 @@ def test_a_high_share_of_429s_is_a_signal(successes: int, limited: int, slowed: 
     results = [limits.on_rate_limited(None) for _ in range(limited)]
     assert results[-1] is slowed
     assert (limits.gate.limit < 16) is slowed
+
+
+def test_after_a_slow_down_the_new_rate_is_judged_on_fresh_answers() -> None:
+    clock = FakeClock()
+    limits = AdaptiveLimits(concurrency=16, rpm=1200, clock=clock)
+    for _ in range(9):
+        limits.on_success()
+    assert limits.on_rate_limited(None) is True  # 1 in 10
+    rate = limits.requests.rate
+    clock.advance(2.0)  # past the cooldown: only the stale share could cut again
+    assert limits.on_rate_limited(None) is False  # a late 429 of a request sent before the cut
+    assert limits.requests.rate == rate
 
 
 def test_an_over_limit_429_without_a_hint_does_not_pause() -> None:
@@ -382,7 +395,7 @@ def test_accepted_rate_needs_recent_successes() -> None:
         limits.on_success()
     assert limits.accepted_rate() is None
     limits.on_success()
-    assert limits.accepted_rate() == pytest.approx(10.0)  # 5 at once, over at least half a second
+    assert limits.accepted_rate() == pytest.approx(5.0)  # 5 at once, over at least a second
     clock.advance(5.1)
     assert limits.accepted_rate() is None  # all older than the span
 
@@ -438,3 +451,23 @@ def test_reserve_waits_for_the_slower_of_rate_and_tokens() -> None:
     assert limits.reserve(10) == pytest.approx(1.0, abs=1e-12)  # the request rate binds
     assert limits.reserve(5000) == pytest.approx(2.0, abs=1e-12)  # passes alone (> a burst)
     assert limits.reserve(10) == pytest.approx(4.03, abs=1e-12)  # now the tokens bind
+
+
+def test_recovery_slows_to_a_probe_near_the_rate_the_server_refused() -> None:
+    clock = FakeClock()
+    limits = AdaptiveLimits(concurrency=16, clock=clock)
+    for i in range(16):
+        clock.now = 0.1 * i
+        limits.on_success()
+    clock.now = 1.6
+    limits.on_rate_limited(None, over_limit=True)  # refused at 10/s: the rate drops to 9/s
+    steps = []
+    for _ in range(200):
+        before = limits.requests.rate
+        limits.on_success()
+        steps.append(round(limits.requests.rate - before, 9))
+    fast, probe = AdaptiveLimits.recovery_per_success, AdaptiveLimits.probe_per_success
+    # 9 → 9.5 (95 % of 10) at the fast step, then the probe step up to 11 (110 %), then fast again.
+    assert steps[:10] == [fast] * 10
+    assert set(steps[10:160]) == {probe}
+    assert steps[-1] == fast
