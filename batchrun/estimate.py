@@ -29,6 +29,7 @@ import orjson
 
 from batchrun.config import JobConfig, api_key_from_env, output_paths
 from batchrun.errors import ConfigError
+from batchrun.idset import IdSet
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import read_records
 from batchrun.price_cache import age_text, read_prices, write_prices
@@ -275,10 +276,10 @@ async def _fetch_models(config: JobConfig) -> object:
         return await transport.get_json("/models")
 
 
-def _done_ids(config: JobConfig) -> set[str]:
+def _done_ids(config: JobConfig) -> IdSet:
     """Ids the output already has a result for: a run would not send them again."""
     results = output_paths(config.output)["results"]
-    done: set[str] = set()
+    done = IdSet()
     for _, record in read_records(results):
         if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
             done.add(record["custom_id"])

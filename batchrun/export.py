@@ -23,6 +23,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
+from batchrun.idset import IdSet
 from batchrun.inputs import TableRow, iter_lines, open_input
 from batchrun.schema import reply_text
 from batchrun.status import final_records
@@ -163,7 +164,7 @@ def _loose_json(text: str) -> Any:
 
 def _input_rows(source: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """Yield (line, id as the runner names it, fields) for every input row, as InputParser reads them."""
-    seen: set[str] = set()
+    seen = IdSet()
     with open_input(source) as stream:
         for line, raw in iter_lines(stream):
             if isinstance(raw, TableRow):
@@ -181,9 +182,9 @@ def _input_rows(source: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
                 continue
             raw_id = fields.get("custom_id", fields.get("id"))
             custom_id = f"line-{line}" if raw_id is None or raw_id == "" else str(raw_id)
-            if custom_id in seen:
+            if not seen.add(custom_id):
                 custom_id = f"line-{line}"  # a later duplicate is reported under its line
-            seen.add(custom_id)
+                seen.add(custom_id)
             yield line, custom_id, fields
 
 

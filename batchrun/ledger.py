@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError, JobStopped, OutputLocked, ResumeMismatch
+from batchrun.idset import IdSet
 
 try:
     import fcntl
@@ -40,7 +41,7 @@ _CHUNK = 1 << 20
 class ResumeState:
     """What the output already holds when a run starts."""
 
-    done_ids: set[str] = field(default_factory=set)
+    done_ids: IdSet = field(default_factory=IdSet)
     failed: dict[str, str] = field(default_factory=dict)  # custom_id -> error kind (last record)
     repaired_bytes: int = 0
     corrupt_lines: int = 0
@@ -63,7 +64,7 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, None
 
 
-def last_error_lines(path: Path, done_ids: set[str]) -> tuple[dict[str, int], int]:
+def last_error_lines(path: Path, done_ids: Container[str]) -> tuple[dict[str, int], int]:
     """The line number of each id's last error record, for ids with no result; and the line count.
 
     An errors file can hold several lines for one id until it is compacted (a run appends as it
@@ -221,7 +222,7 @@ class Ledger:
         _write_atomic(self.paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
     def _scan(self, state: ResumeState) -> None:
-        done = state.done_ids
+        add_done = state.done_ids.add
         try:
             results = open(self.paths["results"], "rb")  # noqa: SIM115 - closed just below
         except FileNotFoundError:
@@ -233,14 +234,16 @@ class Ledger:
                     if custom_id is None:
                         state.corrupt_lines += 1
                     else:
-                        done.add(custom_id)
+                        add_done(custom_id)
         for _, record in read_records(self.paths["errors"]):
             custom_id = record.get("custom_id") if isinstance(record, dict) else None
             error = record.get("error") if isinstance(record, dict) else None
             if isinstance(custom_id, str) and isinstance(error, dict):
                 state.failed[custom_id] = str(error.get("code"))
-        for custom_id in state.done_ids:
-            state.failed.pop(custom_id, None)
+        done = state.done_ids
+        state.failed = {
+            custom_id: kind for custom_id, kind in state.failed.items() if custom_id not in done
+        }
 
     # -- writing -------------------------------------------------------------------------
 
@@ -272,7 +275,7 @@ class Ledger:
 
     # -- closing -------------------------------------------------------------------------
 
-    def compact_errors(self, done_ids: set[str]) -> int:
+    def compact_errors(self, done_ids: Container[str]) -> int:
         """Rewrite the errors file to hold one line (the last) per id that has no result; count them."""
         path = self.paths["errors"]
         last, total = last_error_lines(path, done_ids)

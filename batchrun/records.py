@@ -10,11 +10,12 @@ import math
 import random
 import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from batchrun.idset import IdSet
 from batchrun.inputs import TableRow
 from batchrun.schema import schema_of
 
@@ -99,6 +100,13 @@ def estimate_prompt_tokens(messages: list[Any]) -> int:
     return math.ceil(chars / 4) + 4 * len(messages) + 3
 
 
+def _unread(skip_ids: Collection[str]) -> IdSet | None:
+    """A copy of ``skip_ids`` to take read ids out of, or None when there is nothing to skip."""
+    if not skip_ids:
+        return None
+    return skip_ids.copy() if isinstance(skip_ids, IdSet) else IdSet(skip_ids)
+
+
 class _Template(string.Formatter):
     def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
         if isinstance(key, int) or key not in kwargs:
@@ -116,13 +124,15 @@ class InputParser:
         params: Mapping[str, Any],
         system: str | None = None,
         template: str | None = None,
-        skip_ids: set[str] | frozenset[str] = frozenset(),
+        skip_ids: Collection[str] = frozenset(),
         budget_set: bool = False,
         keep_fields: Sequence[str] = (),
         schema: Mapping[str, Any] | None = None,
         ask_stream_usage: bool = False,
     ) -> None:
-        """``keep_fields``: input fields copied into each record's ``metadata`` (over the row's own).
+        """``skip_ids``: ids already done (or kept as failed), read once, when the parser is made.
+
+        ``keep_fields``: input fields copied into each record's ``metadata`` (over the row's own).
 
         ``schema``: the job's JSON Schema, for requests whose own response_format gives none.
         ``ask_stream_usage``: add ``stream_options: {"include_usage": true}`` to a streamed request
@@ -135,8 +145,11 @@ class InputParser:
         self._system = system
         self._template = template
         self._formatter = _Template()
-        self._skip_ids = skip_ids
-        self._seen: set[str] = set()
+        # A skipped id is looked up once: its first line takes it out of _unread, and a later line
+        # with it, found in skip_ids, is a duplicate. The other ids read go to _seen.
+        self._unread = _unread(skip_ids)
+        self._skip_ids = skip_ids if self._unread is not None else frozenset()
+        self._seen = IdSet()
         self._budget_set = budget_set
 
     def parse(self, raw: bytes, line: int) -> Request | InvalidLine | None:
@@ -170,11 +183,11 @@ class InputParser:
             return InvalidLine(line, "custom_id/id must be a string", None, metadata)
         else:
             custom_id = str(custom_id)
-        if custom_id in self._seen:
-            return InvalidLine(line, f"duplicate id {custom_id!r}: the first line with it wins", None, metadata)
-        self._seen.add(custom_id)
-        if custom_id in self._skip_ids:
+        unread = self._unread
+        if unread is not None and unread.discard(custom_id):
             return None
+        if custom_id in self._skip_ids or not self._seen.add(custom_id):
+            return InvalidLine(line, f"duplicate id {custom_id!r}: the first line with it wins", None, metadata)
         try:
             body = self._row_body(obj) if table_row else self._body_of(obj)
         except _Bad as bad:

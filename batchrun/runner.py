@@ -30,6 +30,7 @@ from batchrun.errors import (
     TransportFailure,
 )
 from batchrun.events import EventHandler, Finished, Notice, Planned, Retrying
+from batchrun.idset import IdSet
 from batchrun.inputs import fingerprint, iter_lines, measure, open_input, readable
 from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
 from batchrun.limits import AdaptiveLimits
@@ -62,18 +63,6 @@ class RunResult:
     errors: Path
 
 
-class _SkipSet:
-    """Membership in either of two sets, without copying a large one."""
-
-    __slots__ = ("_a", "_b")
-
-    def __init__(self, a: set[str], b: set[str]) -> None:
-        self._a, self._b = a, b
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._a or item in self._b
-
-
 class Runner:
     """Runs one job to the end (or to an early stop) and reports how it went."""
 
@@ -103,7 +92,7 @@ class Runner:
         self._skipped_unavailable = 0
         self._spent_usd = 0.0
         self._reserved_usd = 0.0
-        self._done_ids: set[str] = set()
+        self._done_ids = IdSet()
         self._transport: Transport | None = None
         self._ledger: Ledger | None = None
         self._trace: Trace | None = None
@@ -302,11 +291,16 @@ class Runner:
         return Planned(text, lines, not size.exact, len(state.done_ids), worst)
 
     async def _pipeline(self, state: ResumeState) -> None:
-        kept = set() if self.config.retry_failed else {
+        kept = [] if self.config.retry_failed else [
             custom_id for custom_id, kind in state.failed.items() if kind in PER_LINE_VERDICTS
-        }
+        ]
+        skip_ids = state.done_ids
+        if kept:
+            skip_ids = skip_ids.copy()
+            for custom_id in kept:
+                skip_ids.add(custom_id)
         writer = asyncio.ensure_future(self._writer())
-        tasks = [asyncio.ensure_future(self._reader(_SkipSet(state.done_ids, kept)))]
+        tasks = [asyncio.ensure_future(self._reader(skip_ids))]
         tasks += [asyncio.ensure_future(self._worker()) for _ in range(self.config.concurrency)]
         try:
             await asyncio.gather(*tasks)
@@ -322,11 +316,11 @@ class Runner:
 
     # -- reader --------------------------------------------------------------------------
 
-    async def _reader(self, skip_ids: _SkipSet) -> None:
+    async def _reader(self, skip_ids: IdSet) -> None:
         config = self.config
         parser = InputParser(
             model=config.model, params=config.params, system=config.system,
-            template=config.template, skip_ids=skip_ids,  # type: ignore[arg-type]
+            template=config.template, skip_ids=skip_ids,
             budget_set=config.max_cost_usd is not None, keep_fields=config.keep_fields,
             schema=config.schema, ask_stream_usage=not config.speaks_openrouter,  # OpenRouter always sends it
         )

@@ -21,6 +21,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
+from batchrun.idset import IdSet
 from batchrun.inputs import measure
 from batchrun.ledger import last_error_lines, read_records
 from batchrun.summary import Summary
@@ -52,7 +53,7 @@ def final_records(output: Path) -> Iterator[dict[str, Any]]:
     paths = output_paths(output)
     if not paths["results"].exists() and not paths["errors"].exists():
         raise ConfigError(f"no output at {output}: give the results file of a job (-o of batchrun run)")
-    done: set[str] = set()
+    done = IdSet()
     for _, record in read_records(paths["results"]):
         if isinstance(record, dict):
             done.add(str(record.get("custom_id")))
