@@ -152,9 +152,10 @@ async def _read_stream(
 ) -> tuple[bytes, float | None]:
     """Assemble an SSE reply (``stream: true``) into one chat.completion body, as JSON bytes.
 
-    Returns the body and the time to first token, counted from ``started`` (monotonic). A mid-stream error becomes the body's ``error``
-    (with the usage so far, so it is billed right) and is then classified like an HTTP 200 with an
-    error; a stream cut off, or silent for ``idle_s``, is a connection error or a timeout.
+    Returns the body and the time to first token, counted from ``started`` (monotonic). A
+    mid-stream error becomes the body's ``error`` (with the usage so far, so it is billed right)
+    and is then classified like an HTTP 200 with an error; a stream cut off, or silent for
+    ``idle_s``, is a connection error or a timeout.
     """
     assembler = StreamAssembler(started=started)
     try:
