@@ -29,10 +29,9 @@ import orjson
 
 from batchrun.config import JobConfig, api_key_from_env, output_paths
 from batchrun.errors import ConfigError
-from batchrun.idset import IdSet
 from batchrun.inputs import iter_lines, open_input
-from batchrun.ledger import read_records
-from batchrun.price_cache import age_text, read_prices, write_prices
+from batchrun.ledger import result_ids
+from batchrun.price_cache import read_prices, write_prices
 from batchrun.pricing import PriceBook
 from batchrun.records import InputParser, InvalidLine
 
@@ -195,7 +194,8 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
         input=str(config.input), model=config.model, rpm=config.rpm, tpm=config.tpm,
         concurrency=config.concurrency,
     )
-    done_ids = _done_ids(config)
+    # Ids the output already has a result for: a run would not send them again.
+    done_ids, _ = result_ids(output_paths(config.output)["results"])
     result.already_done = len(done_ids)
     parser = InputParser(
         model=config.model, params=config.params, system=config.system, template=config.template,
@@ -263,7 +263,7 @@ def price_book(config: JobConfig, *, fetch: bool = False) -> PriceBook:
             raise ConfigError(f"could not fetch prices from {root}/models: no list with prices came back")
         write_prices(root, payload)
     elif (cached := read_prices(root)) is not None:
-        book.load_models_payload(cached.payload, f"/models (cached {age_text(cached.age_s())} ago)")
+        book.load_models_payload(cached.payload, cached.source())
     return book
 
 
@@ -274,16 +274,6 @@ async def _fetch_models(config: JobConfig) -> object:
         config.base_url, api_key_from_env(config), connections=1, timeout_s=30.0, headers=config.headers
     ) as transport:
         return await transport.get_json("/models")
-
-
-def _done_ids(config: JobConfig) -> IdSet:
-    """Ids the output already has a result for: a run would not send them again."""
-    results = output_paths(config.output)["results"]
-    done = IdSet()
-    for _, record in read_records(results):
-        if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
-            done.add(record["custom_id"])
-    return done
 
 
 def _duration(seconds: float) -> str:

@@ -31,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock, documented
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records"]
+__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records", "result_ids"]
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -222,19 +222,7 @@ class Ledger:
         _write_atomic(self.paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
     def _scan(self, state: ResumeState) -> None:
-        add_done = state.done_ids.add
-        try:
-            results = open(self.paths["results"], "rb")  # noqa: SIM115 - closed just below
-        except FileNotFoundError:
-            results = None
-        if results is not None:
-            with results:
-                for line in results:  # the tail was repaired: every line is complete
-                    custom_id = _custom_id_of(line)
-                    if custom_id is None:
-                        state.corrupt_lines += 1
-                    else:
-                        add_done(custom_id)
+        state.done_ids, state.corrupt_lines = result_ids(self.paths["results"])
         for _, record in read_records(self.paths["errors"]):
             custom_id = record.get("custom_id") if isinstance(record, dict) else None
             error = record.get("error") if isinstance(record, dict) else None
@@ -300,6 +288,28 @@ class Ledger:
 
 _OUR_PREFIX = b'{"id":"batch_req_'
 _ID_KEY = b'"custom_id":"'
+
+
+def result_ids(path: Path) -> tuple[IdSet, int]:
+    """The ids a results file has a result for, and how many of its lines name none (unreadable).
+
+    A torn last line (no line end) is not a result; ``Ledger.open`` cuts it off before scanning.
+    """
+    done = IdSet()
+    add = done.add
+    unreadable = 0
+    try:
+        results = open(path, "rb")  # noqa: SIM115 - closed just below
+    except FileNotFoundError:
+        return done, 0
+    with results:
+        for line in results:
+            custom_id = _custom_id_of(line) if line.endswith(b"\n") else None
+            if custom_id is None:
+                unreadable += line.endswith(b"\n")
+            else:
+                add(custom_id)
+    return done, unreadable
 
 
 def _custom_id_of(line: bytes) -> str | None:

@@ -42,6 +42,10 @@ class CachedPrices:
     def fresh(self, now: float | None = None) -> bool:
         return self.age_s(now) < MAX_AGE_S
 
+    def source(self) -> str:
+        """Where its prices come from, in words, for the plan line and ``estimate``."""
+        return f"/models (cached {age_text(self.age_s())} ago)"
+
 
 def age_text(seconds: float) -> str:
     """An age in words for the plan line: "40 s", "12 min", "3.5 h", "2.0 days"."""

@@ -202,16 +202,14 @@ class Runner:
         use_cache = not self.config.use_sim  # the simulator's port, so its API root, changes every run
         cached = read_prices(transport.root) if use_cache else None
         if cached is not None and cached.fresh():
-            self._prices.load_models_payload(cached.payload, f"/models (cached {age_text(cached.age_s())} ago)")
+            self._prices.load_models_payload(cached.payload, cached.source())
             return
         payload = await transport.get_json("/models")
         if payload is not None and self._prices.load_models_payload(payload, "/models"):
             if use_cache:
                 write_prices(transport.root, payload)
         elif cached is not None:
-            self._prices.load_models_payload(
-                cached.payload, f"/models (cached {age_text(cached.age_s())} ago: no fresh list)"
-            )
+            self._prices.load_models_payload(cached.payload, cached.source() + ", no fresh list")
             self._emit(Notice(f"could not fetch {transport.root}/models: using the list cached "
                               f"{age_text(cached.age_s())} ago"))
 
