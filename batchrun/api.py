@@ -18,10 +18,21 @@ from batchrun.errors import ConfigError
 from batchrun.events import EventHandler
 from batchrun.runner import Runner, RunResult
 
-__all__ = ["run", "run_async"]
+__all__ = ["make_runner", "run", "run_async"]
 
 Target = Union[str, Path, JobConfig]
 _OPTIONS = frozenset(f.name for f in fields(JobConfig)) - {"input"}
+
+
+def make_runner(
+    config: JobConfig, *, api_key: str | None = None, on_event: EventHandler | None = None
+) -> Runner:
+    """The runner for this job: one process, or shards on a Ray cluster (Ray imported only then)."""
+    if config.ray_address is not None:
+        from batchrun.ray.driver import RayDriver
+
+        return RayDriver(config, api_key=api_key, on_event=on_event)
+    return Runner(config, api_key=api_key, on_event=on_event)
 
 
 def _config(target: Target, options: dict[str, Any]) -> JobConfig:
@@ -51,7 +62,7 @@ async def run_async(
 ) -> RunResult:
     """Run a job (a ``.toml`` job file, an input file or a JobConfig) to its end; see ``run``."""
     config = _config(input_or_job, options)
-    return await Runner(config, api_key=api_key, on_event=on_event).run()
+    return await make_runner(config, api_key=api_key, on_event=on_event).run()
 
 
 def run(
@@ -71,7 +82,7 @@ def run(
     CLI's first Ctrl-C does: requests in flight finish and are saved, a rerun resumes.
     """
     config = _config(input_or_job, options)
-    runner = Runner(config, api_key=api_key, on_event=on_event)
+    runner = make_runner(config, api_key=api_key, on_event=on_event)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

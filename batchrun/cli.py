@@ -16,6 +16,7 @@ import typer
 from tqdm import tqdm
 
 from batchrun import __version__
+from batchrun.api import make_runner
 from batchrun.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
@@ -30,7 +31,7 @@ from batchrun.status import job_status
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,unused-ignore]
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,assignment,unused-ignore]
 
 app = typer.Typer(
     add_completion=False,
@@ -172,6 +173,8 @@ def run(
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
     keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Spread the job over a Ray cluster: auto (RAY_ADDRESS, else a local one) or host:port / ray://... (needs batchrun[ray])."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Shards under --ray [default: the output's, else the cluster's CPUs]."),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
@@ -186,13 +189,14 @@ def run(
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
+        "ray_address": ray, "shards": shards,
     }
     config = load_config(target, overrides)
     if hasattr(signal, "SIGXFSZ"):
         # A file-size limit must surface as a write error (a clean stop), not kill the process.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     display = _Display(progress=not no_progress)
-    runner = Runner(config, on_event=display)
+    runner = make_runner(config, on_event=display)
     display.attach(runner)
     try:
         result, signum = _run_with_signals(runner)

@@ -51,6 +51,7 @@ APIS = ("auto", "openrouter", "openai")
 _TOP_KEYS = frozenset({
     "input", "output", "model", "base_url", "api_key_env", "system", "template", "params",
     "limits", "headers", "pricing", "retry", "sim", "schema", "keep_fields", "schema_retries", "api",
+    "ray", "shards",
 })
 _LIMIT_KEYS = frozenset({
     "rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "stream_idle_s", "max_cost_usd",
@@ -91,6 +92,8 @@ class JobConfig:
     schema_retries: int = 2  # extra attempts for a reply that fails its schema
     keep_fields: tuple[str, ...] = ()  # input fields copied into each record's metadata
     sim: Mapping[str, Any] = field(default_factory=dict)  # options for the simulator under --sim
+    ray_address: str | None = None  # --ray: "auto" or a cluster address; None runs in this process
+    shards: int | None = None  # --shards under --ray [default: the output's, else the cluster's CPUs]
 
     def __post_init__(self) -> None:
         _positive_int("concurrency", self.concurrency)
@@ -111,6 +114,12 @@ class JobConfig:
             problem = check_schema(self.schema)
             if problem:
                 raise ConfigError(f"schema is not a valid JSON Schema: {problem}")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ConfigError(f"ray must be \"auto\" or a cluster address (host:port, ray://...), got {self.ray_address!r}")
+        if self.shards is not None:
+            _positive_int("shards", self.shards)
+            if self.ray_address is None:
+                raise ConfigError("shards needs ray: add --ray auto (or --ray ADDRESS), or drop --shards")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
             raise ConfigError(f"limit must be a whole number >= 0, got {self.limit!r}")
         if not isinstance(self.model, str) or not self.model:
@@ -280,6 +289,10 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
             values["keep_fields"] = tuple(fields_)
         if "schema_retries" in job:
             values["schema_retries"] = job["schema_retries"]
+        if "ray" in job:
+            values["ray_address"] = job["ray"]
+        if "shards" in job:
+            values["shards"] = job["shards"]
         values.update(job.get("limits", {}))
         values.update(job.get("retry", {}))
     else:
