@@ -48,7 +48,7 @@ class RayDriver(Runner):
                  on_event: EventHandler | None = None) -> None:
         if config.log_path is not None:
             raise ConfigError("--log is not available with --ray yet: drop one of them")
-        self._ray = import_ray()
+        self._ray = import_ray(config.ray_address or "auto")
         super().__init__(config, api_key=api_key, on_event=on_event)
         self.shards = 0
         self.startup_s = 0.0

@@ -12,6 +12,7 @@ without Ray installed every test here is skipped by ``pytest.importorskip``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -151,10 +152,8 @@ def _stop(cluster: RayCluster) -> None:
         if not left:
             break
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.1)
 
 
