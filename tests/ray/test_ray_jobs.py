@@ -11,25 +11,25 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import batchrun_cmd, cli_env, job_file, prompts, read_jsonl, write_jsonl
+from counting_server import CountingSim
+from ray_harness import RayCluster, ray_cluster_fixture  # noqa: F401 - the fixture ray_cluster
 
-from tests.conftest import batchrun_cmd, cli_env, job_file, prompts, read_jsonl, write_jsonl
-from tests.ray.counting_server import CountingSim
-
-pytest.importorskip("ray")
+pytest.importorskip("ray.exceptions")  # the bare name would find this folder (a namespace package)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 
-def _env(cluster) -> dict[str, str]:
+def _env(cluster: RayCluster) -> dict[str, str]:
     return cli_env(**cluster.env)
 
 
-def _run(cluster, *args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def _run(cluster: RayCluster, *args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(batchrun_cmd("run", *args), capture_output=True, text=True, timeout=timeout,
                           env=_env(cluster))
 
 
-def _start(cluster, *args: str | Path, log: Path) -> subprocess.Popen[bytes]:
+def _start(cluster: RayCluster, *args: str | Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(batchrun_cmd("run", *args), env=_env(cluster), stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -84,7 +84,7 @@ def test_two_shards_end_exactly_once_and_record_the_sharding(ray_cluster, sim_fa
     assert sim.ledger.counts()["billed"] == 300
 
 
-def _kill_when(cluster, proc: subprocess.Popen[bytes], out: Path, lines: int, log: Path) -> None:
+def _kill_when(cluster: RayCluster, proc: subprocess.Popen[bytes], out: Path, lines: int, log: Path) -> None:
     _wait(lambda: _lines(out) >= lines or proc.poll() is not None, f"{lines} results")
     assert proc.poll() is None, log.read_text()
 

@@ -1,4 +1,4 @@
-"""A real local Ray cluster of two nodes for the tests in this folder, started once per session.
+"""A real local Ray cluster of two nodes for the tests that import ``ray_cluster``, started once.
 
 Two ``ray start --block`` processes (a head and a second node, one CPU each, custom resources
 ``node_a``/``node_b``), each in its own process group, with token auth from the environment
@@ -7,7 +7,9 @@ that another cluster on this machine is never joined nor disturbed. Teardown sto
 processes (their groups, then any process that names this cluster's temp dir), never ``ray stop``.
 
 These tests run only when named (``python -m pytest tests/ray``): the main suite skips them, and
-without Ray installed every test here is skipped by ``pytest.importorskip``.
+without Ray installed every test here is skipped by ``pytest.importorskip``. This folder has no
+conftest.py and no __init__.py on purpose: either would make ``tests/ray`` shadow the real
+``ray`` package, or the suite's own ``conftest`` module, for every test.
 """
 
 from __future__ import annotations
@@ -32,16 +34,14 @@ _HERE = Path(__file__).parent
 _START_TIMEOUT_S = 120.0
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave the Ray tests out of a run that did not name this folder (they start a cluster)."""
+def require_ray(config: pytest.Config) -> None:
+    """Skip unless Ray is installed and this folder was named (the cluster costs ~20 s to start)."""
+    # A submodule: the bare name would import this folder itself as a namespace package.
+    pytest.importorskip("ray.exceptions")
     named = any(Path(str(arg).split("::")[0]).resolve().is_relative_to(_HERE.resolve())
                 for arg in config.args if not str(arg).startswith("-"))
-    if named:
-        return
-    skip = pytest.mark.skip(reason="Ray tests run on their own: python -m pytest tests/ray")
-    for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(_HERE.resolve()):
-            item.add_marker(skip)
+    if not named:
+        pytest.skip("Ray tests run on their own: python -m pytest tests/ray")
 
 
 def _free_ports(count: int) -> list[int]:
@@ -157,10 +157,10 @@ def _stop(cluster: RayCluster) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
+@pytest.fixture(scope="session", name="ray_cluster")
+def ray_cluster_fixture(request: pytest.FixtureRequest) -> Iterator[RayCluster]:
     """Start the two-node cluster once for the session; stop only its processes at the end."""
-    pytest.importorskip("ray")
+    require_ray(request.config)
     temp_dir = Path(tempfile.mkdtemp(prefix="brray-", dir="/tmp"))  # short: Ray's socket paths
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update({
