@@ -46,7 +46,7 @@ _EXACT_TABLE_BYTES = 8 * 1024 * 1024
 _BLOCK = 1024 * 1024
 # The first bytes of the input are looked at once, to refuse a binary file with one line instead
 # of one invalid_input record per "line" of it.
-_SNIFF_BYTES = 64 * 1024
+_SNIFF_BYTES = 8 * 1024  # what a peek at an open file sees
 # Above this share of bytes that are not UTF-8, the file is not text (a Latin-1 file with a few
 # accented letters stays well below; its bad lines become invalid_input records naming UTF-8).
 _MOSTLY_NOT_UTF8 = 0.3
@@ -190,19 +190,19 @@ def readable(path: Path) -> Iterator[None]:
 
 def _open_binary(path: Path) -> BinaryIO:
     with readable(path):
-        raw = open(path, "rb", buffering=_SNIFF_BYTES)  # noqa: SIM115 - the caller closes it
-    stream: BinaryIO = raw
+        raw = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    stream: io.BufferedReader | gzip.GzipFile = raw
     if raw.peek(2)[:2] == _GZIP_MAGIC:
         raw.close()  # a GzipFile given a fileobj never closes it: let gzip own the file instead
-        stream = gzip.open(path, "rb")  # type: ignore[assignment]
+        stream = gzip.open(path, "rb")  # noqa: SIM115
     try:
-        problem = binary_data_at(stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES])  # type: ignore[attr-defined]
+        problem = binary_data_at(stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES])
     except (OSError, EOFError):
         problem = None  # a damaged gzip file: reading it says so, with the reason
     if problem is not None:
         stream.close()
         raise ConfigError(f"{path} is not a JSONL or CSV text file ({problem})")
-    return stream
+    return stream  # type: ignore[return-value]
 
 
 def binary_data_at(head: bytes) -> str | None:
