@@ -56,6 +56,18 @@ _LIMIT_KEYS = frozenset({
     "rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "stream_idle_s", "max_cost_usd",
 })
 _RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
+# [sim] keys (the simulator's flags, `python -m batchrun.sim --help`) -> SimConfig fields.
+_SIM_FIELDS = {
+    "host": "host", "port": "port", "latency": "latency_s", "jitter": "latency_jitter_s",
+    "seed": "seed", "rpm": "rpm", "tpm": "tpm", "rate_window": "rate_window_s",
+    "retry_after": "retry_after_s", "credits": "credits_usd", "key_limit": "key_limit_usd",
+    "dialect": "dialect", "hang": "hang_s", "tls_cert": "tls_cert", "tls_key": "tls_key",
+}
+_SIM_TYPES: dict[str, tuple[type, ...]] = {
+    "host": (str,), "port": (int,), "seed": (int,), "dialect": (str,), "tls_cert": (str,),
+    "tls_key": (str,),
+}
+_SIM_SWITCHES = {"no_cost": "report_cost", "no_rate_retry_after": "rate_retry_after"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +220,66 @@ def _read_job(path: Path) -> dict[str, Any]:
     return job
 
 
+def _sim_options(table: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    """The job's [sim] table, checked now as the simulator would check it (one line if wrong).
+
+    Faults are given as ``fault = ["429=0.02"]`` (the flag's name), ``faults = [...]`` or
+    ``faults = {"429" = 0.02}``; all become one ``faults`` table, which the simulator is started
+    with as ``--fault`` flags.
+    """
+    from batchrun.sim.config import SimConfig, parse_faults  # loaded only for a [sim] table
+
+    if not table:
+        return {}
+    options: dict[str, Any] = {}
+    fields_: dict[str, Any] = {}
+    faults: dict[str, float] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        try:
+            if name in ("fault", "faults"):
+                if isinstance(value, dict):
+                    value = [f"{kind}={rate}" for kind, rate in value.items()]
+                elif isinstance(value, str):
+                    value = [value]
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError('give faults as a list of "KIND=RATE", e.g. fault = ["429=0.02"]')
+                for kind, rate in parse_faults(value).items():
+                    faults[kind] = faults.get(kind, 0.0) + rate
+                continue
+            if name == "api_key":
+                keys = [value] if isinstance(value, str) else value
+                if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                    raise ValueError("api_key must be a key or a list of keys")
+                fields_["api_keys"] = frozenset(keys)
+            elif name in _SIM_SWITCHES:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{key} must be true or false")
+                fields_[_SIM_SWITCHES[name]] = not value
+            elif name in _SIM_FIELDS:
+                wanted = _SIM_TYPES.get(name, (int, float))
+                if isinstance(value, bool) or not isinstance(value, wanted):
+                    kind = "a string" if wanted == (str,) else "a whole number" if wanted == (int,) else "a number"
+                    raise ValueError(f"{key} must be {kind}, got {value!r}")
+                fields_[_SIM_FIELDS[name]] = value
+            else:
+                known = sorted({*_SIM_FIELDS, *_SIM_SWITCHES, "api_key", "fault"})
+                raise ValueError(f"unknown key {key!r} (known: {', '.join(known)})")
+        except ValueError as exc:
+            raise ConfigError(f"[sim] in {where}: {exc}") from None
+        options[key] = value
+    try:
+        SimConfig(**fields_, faults=faults)
+    except ValueError as exc:
+        message = str(exc)
+        for key, name in sorted(_SIM_FIELDS.items(), key=lambda kv: -len(kv[1])):
+            message = message.replace(name, key)  # the job file's names, not SimConfig's
+        raise ConfigError(f"[sim] in {where}: {message}") from None
+    if faults:
+        options["faults"] = faults
+    return options
+
+
 _PRICE_KEYS = frozenset({
     "prompt_per_m", "completion_per_m", "cached_per_m", "cache_write_per_m", "reasoning_per_m",
     "request_usd",
@@ -268,7 +340,7 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["params"] = dict(job.get("params", {}))
         values["headers"] = {str(k): str(v) for k, v in job.get("headers", {}).items()}
         values["pricing"] = _pricing(job.get("pricing", {}), str(target))
-        values["sim"] = dict(job.get("sim", {}))
+        values["sim"] = _sim_options(job.get("sim", {}), target)
         if "schema" in job:
             if not isinstance(job["schema"], dict):
                 raise ConfigError(f"schema in {target} must be a table (a JSON Schema)")
@@ -292,6 +364,11 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["output"] = Path(overrides["output"]).absolute()
     if "output" not in values:
         values["output"] = _default_output(Path(values["input"]))
+    if Path(values["output"]).is_dir():
+        raise ConfigError(
+            f"the output {values['output']} is a folder: give the results file's name, "
+            f"e.g. -o {Path(values['output']) / 'results.jsonl'}"
+        )
     known = {f.name for f in fields(JobConfig)}
     try:
         return JobConfig(**{k: v for k, v in values.items() if k in known})

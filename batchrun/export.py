@@ -26,7 +26,7 @@ from batchrun.errors import ConfigError
 from batchrun.idset import IdSet
 from batchrun.inputs import TableRow, iter_lines, open_input
 from batchrun.schema import reply_text
-from batchrun.status import final_records
+from batchrun.status import check_results_file, final_records
 
 __all__ = ["ExportResult", "export"]
 
@@ -64,6 +64,7 @@ def export(
     """
     if fmt not in ("csv", "jsonl"):
         raise ConfigError(f"--format must be csv or jsonl, got {fmt!r}")
+    check_results_file(output)
     paths = output_paths(output)
     source = input_path or _manifest_input(paths["manifest"], output)
     parse_json = _asks_for_json(paths["manifest"])
@@ -224,18 +225,30 @@ def _parsed_columns(parsed_keys: dict[str, None], input_columns: list[str]) -> d
 # -- writing --------------------------------------------------------------------------------------
 
 def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    if destination.is_dir():
+        raise ConfigError(f"{destination} is a folder: give the export's file name with -o")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    except OSError as exc:
+        raise _cannot_write(destination, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             counts = write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, destination)
+    except OSError as exc:  # the input is read through open_input, whose errors are ConfigErrors
+        Path(temp).unlink(missing_ok=True)
+        raise _cannot_write(destination, exc) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return counts
+
+
+def _cannot_write(destination: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write {destination}: {exc.strerror or exc} (choose another place with -o)")
 
 
 def _cell(value: Any) -> Any:

@@ -109,6 +109,18 @@ def _repair_tail(path: Path) -> int:
         return size - keep
 
 
+@contextlib.contextmanager
+def _writable(path: Path) -> Iterator[None]:
+    """Turn the OS's refusal to open or write an output file into one clear ConfigError."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the output {path}: {exc.strerror or exc} "
+            "(make it writable, or choose another output with -o)"
+        ) from None
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -145,6 +157,9 @@ class Ledger:
     def open(self, manifest: dict[str, Any], *, force: bool = False) -> ResumeState:
         """Lock the output, check it belongs to this job, repair it and read what is done."""
         folder = self.paths["results"].parent
+        for key in ("results", "errors"):
+            if self.paths[key].is_dir():
+                raise ConfigError(f"the output {self.paths[key]} is a folder: give a file name with -o")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -152,9 +167,11 @@ class Ledger:
         self._lock()
         try:
             state = ResumeState()
-            state.unavailable_models = self._check_manifest(manifest, force)
+            with _writable(self.paths["manifest"]):
+                state.unavailable_models = self._check_manifest(manifest, force)
             for key in ("results", "errors"):
-                state.repaired_bytes += _repair_tail(self.paths[key])
+                with _writable(self.paths[key]):
+                    state.repaired_bytes += _repair_tail(self.paths[key])
             self._scan(state)
             self._results_fd = self._open_append(self.paths["results"])
             self._errors_fd = self._open_append(self.paths["errors"])
@@ -164,10 +181,8 @@ class Ledger:
         return state
 
     def _open_append(self, path: Path) -> int:
-        try:
+        with _writable(path):
             return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot write the output {path}: {exc.strerror or exc}") from None
 
     def _lock(self) -> None:
         path = self.paths["lock"]

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from batchrun.errors import ConfigError
 from batchrun.status import JobStatus, final_records, job_status, parse_stamp
 from batchrun.summary import percentile
 
@@ -86,7 +87,12 @@ def write_report(output: Path, destination: Path | None = None) -> Path:
     if destination is None:
         name = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
         destination = output.with_name(f"{name}.report.html")
-    destination.write_text(page, encoding="utf-8")
+    try:
+        destination.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the report {destination}: {exc.strerror or exc} (choose another place with -o)"
+        ) from None
     return destination
 
 
