@@ -360,6 +360,10 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
     if extra_params:
         values["params"] = {**values.get("params", {}), **extra_params}
     values.update(overrides)
+    for name in ("rpm", "tpm"):
+        # 0 is "no ceiling": how a flag clears the job file's [limits] (None means "not given").
+        if values.get(name) == 0 and not isinstance(values.get(name), bool):
+            values[name] = None
     if "output" in overrides:
         values["output"] = Path(overrides["output"]).absolute()
     if "output" not in values:

@@ -279,9 +279,19 @@ class Ledger:
     # -- closing -------------------------------------------------------------------------
 
     def compact_errors(self, done_ids: Container[str]) -> int:
-        """Rewrite the errors file to hold one line (the last) per id that has no result; count them."""
+        """Rewrite the errors file to hold one line (the last) per id that has no result; count them.
+
+        An errors file left with no line is removed: after a run where every id succeeded there is
+        no errors file, as there is none before the first failure. Removing it is one unlink (the
+        open append descriptor writes nothing more), so a crash leaves it either whole or gone.
+        """
         path = self.paths["errors"]
         last, total = last_error_lines(path, done_ids)
+        if not last:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                _fsync_dir(path.parent)
+            return 0
         if len(last) == total:
             return total
         keep = set(last.values())

@@ -228,7 +228,7 @@ class InputParser:
         elif self._template is not None:
             body = {**self._defaults, "messages": [{"role": "user", "content": self._fill(obj)}]}
         else:
-            raise _Bad("no messages or prompt (and the job has no template to fill from the row)")
+            raise _Bad("no messages or prompt, and no template (template = or --template) to fill from the row")
         _first_of_own_models(body, obj)
         _check_body(body)
         self._add_system(body)
@@ -251,8 +251,8 @@ class InputParser:
         elif self._template is not None:
             messages = [{"role": "user", "content": self._fill(row)}]
         else:
-            raise _Bad("a CSV row needs the job's template (template = \"... {column} ...\") "
-                       "or a prompt column")
+            raise _Bad("rows need a template (--template, or template = \"... {column} ...\" in the "
+                       "job file) or a prompt column")
         body = {**self._defaults, "messages": messages}
         _check_body(body)
         self._add_system(body)

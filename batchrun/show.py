@@ -58,7 +58,7 @@ class Shown:
             f"status {state}  attempts {record.get('attempts')}  latency {_seconds(record.get('latency_s'))}"
             f"  finished {record.get('finished_at')}"
         )
-        out.append(f"model {record.get('model')}  provider {record.get('provider')}")
+        out.append(f"model {record.get('model') or 'unknown'}  provider {record.get('provider') or 'unknown'}")
         usage = record.get("usage") if isinstance(record.get("usage"), dict) else None
         if usage:
             cost = usage.get("cost_usd")

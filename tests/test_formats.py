@@ -167,7 +167,7 @@ def test_csv_columns_are_never_sent_as_request_parameters() -> None:
     assert orjson.loads(request.body) == {"model": "m", "max_tokens": 4,
                                           "messages": [{"role": "user", "content": "Hi"}]}
     missing = _parser().parse(TableRow.make({"id": "b", "text": "Hi"}), 3)
-    assert isinstance(missing, InvalidLine) and "needs the job's template" in missing.message
+    assert isinstance(missing, InvalidLine) and "rows need a template (--template" in missing.message
 
 
 def test_csv_bad_utf8_is_one_invalid_row_and_the_rest_run(tmp_path: Path) -> None:

@@ -334,7 +334,7 @@ def test_without_a_budget_max_tokens_is_optional() -> None:
         pytest.param(b"null", "expected a JSON object, got null", "line-9", id="null"),
         pytest.param(b"true", "expected a JSON object, got a boolean", "line-9", id="boolean"),
         pytest.param(b'{"id": "a", "text": "x"}',
-                     "no messages or prompt (and the job has no template to fill from the row)", "a",
+                     "no messages or prompt, and no template (template = or --template) to fill from the row", "a",
                      id="no-messages-or-prompt"),
         pytest.param(b'{"id": "a", "messages": "hi"}', "messages must be a non-empty array", "a",
                      id="messages-not-a-list"),
