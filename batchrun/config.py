@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchrun.errors import ConfigError
+from batchrun.inputs import check_text
 from batchrun.pricing import Price
 
 if sys.version_info >= (3, 11):
@@ -368,6 +369,9 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["output"] = Path(overrides["output"]).absolute()
     if "output" not in values:
         values["output"] = _default_output(Path(values["input"]))
+    if Path(values["input"]).is_file():
+        # A binary file is refused now, before a run makes its output files, not read as lines.
+        check_text(Path(values["input"]))
     if Path(values["output"]).is_dir():
         raise ConfigError(
             f"the output {values['output']} is a folder: give the results file's name, "

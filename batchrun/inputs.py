@@ -29,6 +29,8 @@ __all__ = [
     "InputSize",
     "TableReader",
     "TableRow",
+    "binary_data_at",
+    "check_text",
     "fingerprint",
     "is_table",
     "iter_lines",
@@ -205,6 +207,11 @@ def _open_binary(path: Path) -> BinaryIO:
     return stream  # type: ignore[return-value]
 
 
+def check_text(path: Path) -> None:
+    """Raise a ConfigError when the input (gzip decompressed) is not a text file; read its start only."""
+    _open_binary(path).close()
+
+
 def binary_data_at(head: bytes) -> str | None:
     """Why the first bytes of a file are not text (NUL bytes, mostly not UTF-8), or None."""
     if head.startswith(_UTF16_BOMS):
@@ -357,17 +364,10 @@ def fingerprint(path: Path) -> str:
     It hashes the size, the first and last 64 KiB and 32 blocks of 4 KiB spread evenly between:
     any edit that changes the size or touches a sampled block is seen; an edit of equal length
     between samples is not (the manifest is a guard against mistakes, not against forgery).
-
-    A run fingerprints its input before it touches the output, so a plain binary file is refused
-    here (as ``open_input`` refuses it, gzip included), before any output file is made.
     """
     size = os.path.getsize(path)
     digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
-        head = f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
-        problem = None if head.startswith(_GZIP_MAGIC) else binary_data_at(head)
-        if problem is not None:
-            raise ConfigError(f"{path} is not a JSONL or CSV text file ({problem})")
         if size <= 256 * 1024:
             digest.update(f.read())
         else:

@@ -44,7 +44,8 @@ def test_random_bytes_are_one_line_and_no_output(tmp_path: Path, name: str) -> N
         lines = ran.stderr.strip().splitlines()
         assert lines == [f"batchrun: error: {source} is not a JSONL or CSV text file "
                          f"(binary data at byte {_RANDOM.index(0)})"], ran.stderr
-    assert read_jsonl(tmp_path / "out.errors.jsonl") == []  # not one invalid_input record per "line"
+    # Refused at config load: no invalid_input record per "line", no output file at all.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == [name]
 
 
 def test_a_latin1_file_still_runs_its_good_lines(tmp_path: Path) -> None:
