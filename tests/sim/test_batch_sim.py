@@ -483,3 +483,22 @@ def test_plain_dialect_and_batch_api_off_have_no_batch_routes(
 ) -> None:
     for server in (sim_factory(dialect="plain"), sim_factory(batch_api=False)):
         assert call(server.base_url, submit_body(rows(1)), path="/batches").status == 404
+
+
+def test_sim_flags_set_the_batch_knobs() -> None:
+    from batchrun.sim.__main__ import config_from_args
+
+    config = config_from_args([
+        "--batch-processing", "0.2", "--batch-visibility", "0.1", "--batch-first-visibility", "9",
+        "--batch-list-cache", "0", "--batch-expiry", "5", "--batch-row-fault", "500=0.1",
+        "--batch-row-fault", "timeout=0.05", "--batch-fault", "429=0.2", "--batch-lost-replies", "2",
+        "--batch-max-requests", "10", "--batch-token-limit", "99", "--no-batch-api",
+    ])
+    assert (config.batch_processing_s, config.batch_visibility_s) == (0.2, 0.1)
+    assert (config.batch_first_visibility_s, config.batch_list_cache_s, config.batch_expiry_s) == (9, 0, 5)
+    assert config.batch_row_faults == {"500": 0.1, "timeout": 0.05}
+    assert config.batch_faults == {"429": 0.2}
+    assert (config.batch_lost_replies, config.batch_max_requests) == (2, 10)
+    assert config.batch_enqueued_token_limit == 99 and config.batch_api is False
+    with pytest.raises(SystemExit):
+        config_from_args(["--batch-row-fault", "418=0.1"])
