@@ -376,7 +376,12 @@ def sim_command(
     """Serve the OpenRouter-faithful simulator on loopback (for demos and tests), Batch APIs included."""
     from batchrun.sim import SimConfig
     from batchrun.sim.__main__ import serve_forever
-    from batchrun.sim.config import BATCH_FAULT_KINDS, BATCH_ROW_FAULT_KINDS, parse_faults, parse_rates
+    from batchrun.sim.config import (
+        BATCH_FAULT_KINDS,
+        BATCH_ROW_FAULT_KINDS,
+        parse_faults,
+        parse_rates,
+    )
     from batchrun.sim.server import server_ssl_context
 
     try:
