@@ -508,23 +508,25 @@ class BatchStore:
             out = []
             for b in sorted(self.batches.values(), key=lambda x: x.seq):
                 ran = [r for r in b.results if r.ran]
-                out.append({
-                    "id": b.id,
-                    "dialect": b.dialect,
-                    "model": b.model_id,
-                    "status": b.status,
-                    "created_at": b.created,
-                    "visible_at": b.visible_at,
-                    "done_at": b.done_at,
-                    "expires_at": b.expires_at,
-                    "request_counts": b.counts(),
-                    "rows_run": len(ran),
-                    "custom_ids": [r.custom_id for r in b.rows],
-                    "cost": b.cost,
-                    "paid": b.paid,
-                    "deleted": b.deleted,
-                    "error": None if b.error is None else b.error.message,
-                })
+                out.append(
+                    {
+                        "id": b.id,
+                        "dialect": b.dialect,
+                        "model": b.model_id,
+                        "status": b.status,
+                        "created_at": b.created,
+                        "visible_at": b.visible_at,
+                        "done_at": b.done_at,
+                        "expires_at": b.expires_at,
+                        "request_counts": b.counts(),
+                        "rows_run": len(ran),
+                        "custom_ids": [r.custom_id for r in b.rows],
+                        "cost": b.cost,
+                        "paid": b.paid,
+                        "deleted": b.deleted,
+                        "error": None if b.error is None else b.error.message,
+                    }
+                )
             return out
 
 

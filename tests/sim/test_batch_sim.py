@@ -366,6 +366,7 @@ def test_openrouter_402_on_read_until_a_top_up_then_billed_once(fast: SimServer)
     assert doc["id"] == batch_id and doc["status"] == "completed" and doc["results"] is None
     assert doc["error"]["code"] == 402
     assert get(fast, f"/batches/{batch_id}/results").status == 402
+    assert call(fast.base_url, None, path=f"/batches/{batch_id}", method="DELETE").status == 409
     assert ledger(fast)["counts"]["batch_rows_billed"] == 0
     call(fast.root_url, {"credits_usd": 5.0}, path="/_sim/balance")
     paid = get(fast, f"/batches/{batch_id}")
@@ -700,3 +701,39 @@ def test_openai_list_pages_newest_first(oai: SimServer) -> None:
     assert [b["id"] for b in first["data"]] == ids[::-1][:2] and first["has_more"]
     rest = get(oai, f"/batches?limit=2&after={first['last_id']}").json()
     assert [b["id"] for b in rest["data"]] == [ids[0]] and not rest["has_more"]
+
+
+def test_openrouter_counts_rise_while_in_progress_and_sim_batches_shows_state(
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    server = sim_factory(**{**FAST, "batch_processing_s": 1.5})
+    batch_id = call(server.base_url, submit_body(rows(20)), path="/batches").json()["id"]
+    seen: list[int] = []
+
+    def progressed() -> bool:
+        doc = get(server, f"/batches/{batch_id}").json()
+        seen.append(doc["request_counts"]["completed"])
+        return doc["status"] == "completed"
+
+    wait_for(progressed)
+    assert seen == sorted(seen) and seen[-1] == 20
+    assert len(set(seen)) > 2  # it rose in steps, not all at once
+    (state,) = call(server.root_url, None, path="/_sim/batches", method="GET").json()["batches"]
+    assert state["id"] == batch_id and state["status"] == "completed" and state["paid"] is True
+    assert state["rows_run"] == 20 and state["cost"] == pytest.approx(ledger(server)["counts"]["batch_billed_usd"])
+
+
+def test_openrouter_drop_header_creates_the_batch_but_loses_the_reply(fast: SimServer) -> None:
+    import aiohttp
+
+    with pytest.raises(aiohttp.ClientError):
+        call(fast.base_url, submit_body(rows(1)), path="/batches", fault="drop")
+    assert len(call(fast.root_url, None, path="/_sim/batches", method="GET").json()["batches"]) == 1
+
+
+def test_reset_forgets_batches(fast: SimServer) -> None:
+    batch_id = call(fast.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    finished(fast, batch_id)
+    call(fast.root_url, None, path="/_sim/reset")
+    assert get(fast, f"/batches/{batch_id}").status == 404
+    assert ledger(fast)["counts"]["batch_rows_billed"] == 0
