@@ -719,6 +719,7 @@ def test_openrouter_counts_rise_while_in_progress_and_sim_batches_shows_state(
     assert seen == sorted(seen) and seen[-1] == 20
     assert len(set(seen)) > 2  # it rose in steps, not all at once
     (state,) = call(server.root_url, None, path="/_sim/batches", method="GET").json()["batches"]
+    assert server.batches.snapshot() == [state]
     assert state["id"] == batch_id and state["status"] == "completed" and state["paid"] is True
     assert state["rows_run"] == 20 and state["cost"] == pytest.approx(ledger(server)["counts"]["batch_billed_usd"])
 
