@@ -738,3 +738,34 @@ def test_reset_forgets_batches(fast: SimServer) -> None:
     call(fast.root_url, None, path="/_sim/reset")
     assert get(fast, f"/batches/{batch_id}").status == 404
     assert ledger(fast)["counts"]["batch_rows_billed"] == 0
+
+
+def test_a_simulator_process_serves_batches_with_its_flags() -> None:
+    from batchrun.sim import SimProcess
+
+    args = ["--batch-processing", "0.2", "--batch-validating", "0.02", "--batch-visibility", "0",
+            "--batch-list-cache", "0", "--batch-row-fault", "500=1"]
+    with SimProcess(args) as proc:
+        ans = call(proc.base_url, submit_body(rows(3)), path="/batches")
+        assert ans.status == 202
+        batch_id = ans.json()["id"]
+
+        def done() -> dict[str, Any] | None:
+            doc = call(proc.base_url, None, path=f"/batches/{batch_id}", method="GET").json()
+            return doc if doc.get("status") == "completed" else None
+
+        doc = wait_for(done)
+        assert doc["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+        assert proc.ledger_json()["counts"]["batch_rows_billed"] == 0
+
+
+def test_batchrun_sim_refuses_a_bad_batch_flag_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "batchrun", "sim", "--port", "0", "--batch-fault", "404=0.1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--batch-fault" in done.stderr and "Traceback" not in done.stderr
