@@ -3,9 +3,6 @@ typer and tqdm; it catches only BatchrunError (and click's usage errors) and pri
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +13,7 @@ import typer
 from tqdm import tqdm
 
 from batchrun import __version__
+from batchrun.api import run as run_job
 from batchrun.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
@@ -24,7 +22,6 @@ from batchrun.config import (
 )
 from batchrun.errors import BatchrunError, ConfigError
 from batchrun.events import Event, Finished, Notice, Planned, Retrying
-from batchrun.runner import Runner, RunResult
 from batchrun.status import job_status
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
@@ -65,19 +62,20 @@ class _Display:
         self._progress = progress and sys.stderr.isatty()
         self._quiet = not progress
         self._bar: tqdm | None = None
-        self._runner: Runner | None = None
+        self._tokens = 0
+        self._cost = 0.0
+        self._started = time.monotonic()
         self._failures = 0
         self._retries = 0
         self._last_note = 0.0
         self._done = 0
         self._total = 0
 
-    def attach(self, runner: Runner) -> None:
-        self._runner = runner
-
     def __call__(self, event: Event) -> None:
         if isinstance(event, Finished):
             self._done += 1
+            self._tokens += event.tokens
+            self._cost += event.cost_usd
             if event.kind is not None:
                 self._failures += 1
             if self._bar is not None:
@@ -89,6 +87,7 @@ class _Display:
         elif isinstance(event, Retrying):
             self._retries += 1
         elif isinstance(event, Planned):
+            self._started = time.monotonic()
             _say(f"batchrun: {event.text}")
             self._total = max(event.total_lines - event.already_done, 0)
             if self._progress:
@@ -97,19 +96,15 @@ class _Display:
         elif isinstance(event, Notice):
             if self._bar is not None:
                 self._bar.write(f"batchrun: {event.message}", file=sys.stderr)
-            elif not self._quiet or "stopping" in event.message:
+            elif not self._quiet or event.important:
                 _say(f"batchrun: {event.message}")
 
     def _refresh(self) -> None:
-        summary = self._runner.summary if self._runner else None
-        if summary is None:
-            return
-        tokens = summary.prompt_tokens + summary.completion_tokens
-        text = f"tok {tokens:,} ${summary.cost_usd:.4f} fail {self._failures} retry {self._retries}"
+        text = f"tok {self._tokens:,} ${self._cost:.4f} fail {self._failures} retry {self._retries}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
         elif not self._quiet:
-            elapsed = time.monotonic() - summary.started
+            elapsed = time.monotonic() - self._started
             rate = self._done / elapsed if elapsed > 0 else 0.0
             _say(f"batchrun: {self._done:,}/{self._total:,} done, {rate:,.1f} req/s, {text}")
 
@@ -118,37 +113,6 @@ class _Display:
             self._refresh()
             self._bar.refresh()
             self._bar.close()
-
-
-def _event_loop_runner() -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
-def _run_with_signals(runner: Runner) -> tuple[RunResult, int | None]:
-    """Run the job; the first Ctrl-C/SIGTERM drains in-flight requests, a second quits at once."""
-    received: list[int] = []
-
-    async def main() -> RunResult:
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if len(received) > 1:
-                _say("batchrun: second interrupt: quitting now (a rerun repairs and resumes)")
-                os._exit(128 + signum)
-            runner.stop(message=f"{signal.Signals(signum).name}: finishing requests in flight "
-                        "(interrupt again to quit at once)")
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        return await runner.run()
-
-    result = _event_loop_runner()(main())
-    return result, (received[0] if received else None)
 
 
 @app.command()
@@ -188,22 +152,17 @@ def run(
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
     }
     config = load_config(target, overrides)
-    if hasattr(signal, "SIGXFSZ"):
-        # A file-size limit must surface as a write error (a clean stop), not kill the process.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     display = _Display(progress=not no_progress)
-    runner = Runner(config, on_event=display)
-    display.attach(runner)
     try:
-        result, signum = _run_with_signals(runner)
+        result = run_job(config, on_event=display)
     finally:
         display.close()
     for line in result.summary.lines():
         _say(f"batchrun: {line}")
-    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if result.errors.exists() and result.errors.stat().st_size else ""))
+    written_errors = result.errors.exists() and result.errors.stat().st_size
+    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if written_errors else ""))
     code = result.exit_code
-    if code == 130 and signum is not None:
-        code = 128 + signum
+    if code in (130, 143):
         _say("batchrun: interrupted; run the same command again to resume")
     elif result.message:
         _say(f"batchrun: {result.message}")
