@@ -17,10 +17,10 @@ from conftest import job_file, read_jsonl, write_jsonl
 
 from batchrun.config import load_config
 from batchrun.price_cache import MAX_AGE_S, cache_file, read_prices, write_prices
-from batchrun.units import duration_text, usd
 from batchrun.runner import Runner
 from batchrun.sim.catalog import CATALOG
 from batchrun.transport import api_root
+from batchrun.units import duration_text, usd
 
 R1 = "deepseek/deepseek-r1"  # a reasoning model: its completion tokens include reasoning tokens
 
