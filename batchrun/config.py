@@ -57,18 +57,6 @@ _LIMIT_KEYS = frozenset({
     "rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "stream_idle_s", "max_cost_usd",
 })
 _RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
-# [sim] keys (the simulator's flags, `python -m batchrun.sim --help`) -> SimConfig fields.
-_SIM_FIELDS = {
-    "host": "host", "port": "port", "latency": "latency_s", "jitter": "latency_jitter_s",
-    "seed": "seed", "rpm": "rpm", "tpm": "tpm", "rate_window": "rate_window_s",
-    "retry_after": "retry_after_s", "credits": "credits_usd", "key_limit": "key_limit_usd",
-    "dialect": "dialect", "hang": "hang_s", "tls_cert": "tls_cert", "tls_key": "tls_key",
-}
-_SIM_TYPES: dict[str, tuple[type, ...]] = {
-    "host": (str,), "port": (int,), "seed": (int,), "dialect": (str,), "tls_cert": (str,),
-    "tls_key": (str,),
-}
-_SIM_SWITCHES = {"no_cost": "report_cost", "no_rate_retry_after": "rate_retry_after"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,63 +210,79 @@ def _read_job(path: Path) -> dict[str, Any]:
 
 
 def _sim_options(table: Mapping[str, Any], where: Path) -> dict[str, Any]:
-    """The job's [sim] table, checked now as the simulator would check it (one line if wrong).
+    """The job's [sim] table, checked now by the simulator's own parser and SimConfig (one line).
 
-    Faults are given as ``fault = ["429=0.02"]`` (the flag's name), ``faults = [...]`` or
-    ``faults = {"429" = 0.02}``; all become one ``faults`` table, which the simulator is started
-    with as ``--fault`` flags.
+    Each key is one of the simulator's flags (``python -m batchrun.sim --help``) without its
+    dashes: ``latency = 0.05``, ``fault = ["429=0.02"]``, ``no_cost = true``. ``faults = [...]``
+    is read as ``fault``, and ``faults = {"429" = 0.02}`` as the same list. The flags checked are
+    the ones a run starts the simulator with, so what passes here starts.
     """
-    from batchrun.sim.config import SimConfig, parse_faults  # loaded only for a [sim] table
-
     if not table:
         return {}
-    options: dict[str, Any] = {}
-    fields_: dict[str, Any] = {}
-    faults: dict[str, float] = {}
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        try:
-            if name in ("fault", "faults"):
-                if isinstance(value, dict):
-                    value = [f"{kind}={rate}" for kind, rate in value.items()]
-                elif isinstance(value, str):
-                    value = [value]
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ValueError('give faults as a list of "KIND=RATE", e.g. fault = ["429=0.02"]')
-                for kind, rate in parse_faults(value).items():
-                    faults[kind] = faults.get(kind, 0.0) + rate
-                continue
-            if name == "api_key":
-                keys = [value] if isinstance(value, str) else value
-                if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-                    raise ValueError("api_key must be a key or a list of keys")
-                fields_["api_keys"] = frozenset(keys)
-            elif name in _SIM_SWITCHES:
-                if not isinstance(value, bool):
-                    raise ValueError(f"{key} must be true or false")
-                fields_[_SIM_SWITCHES[name]] = not value
-            elif name in _SIM_FIELDS:
-                wanted = _SIM_TYPES.get(name, (int, float))
-                if isinstance(value, bool) or not isinstance(value, wanted):
-                    kind = "a string" if wanted == (str,) else "a whole number" if wanted == (int,) else "a number"
-                    raise ValueError(f"{key} must be {kind}, got {value!r}")
-                fields_[_SIM_FIELDS[name]] = value
-            else:
-                known = sorted({*_SIM_FIELDS, *_SIM_SWITCHES, "api_key", "fault"})
-                raise ValueError(f"unknown key {key!r} (known: {', '.join(known)})")
-        except ValueError as exc:
-            raise ConfigError(f"[sim] in {where}: {exc}") from None
-        options[key] = value
-    try:
-        SimConfig(**fields_, faults=faults)
-    except ValueError as exc:
-        message = str(exc)
-        for key, name in sorted(_SIM_FIELDS.items(), key=lambda kv: -len(kv[1])):
-            message = message.replace(name, key)  # the job file's names, not SimConfig's
-        raise ConfigError(f"[sim] in {where}: {message}") from None
-    if faults:
-        options["faults"] = faults
+    options = dict(table)
+    faults = options.pop("faults", None)
+    if isinstance(faults, dict):
+        faults = [f"{kind}={rate}" for kind, rate in faults.items()]
+    if faults is not None:
+        given = options.get("fault", [])
+        options["fault"] = [*(given if isinstance(given, list) else [given]),
+                            *(faults if isinstance(faults, list) else [faults])]
+    problem = _sim_problem(options)
+    if problem:
+        raise ConfigError(f"[sim] in {where}: {problem}")
     return options
+
+
+def _sim_problem(options: Mapping[str, Any]) -> str | None:
+    """What the simulator would refuse in these options, in the job file's words, or None."""
+    import argparse
+    import contextlib
+    import io
+
+    from batchrun.engine.preflight import sim_args  # loaded only for a job with a [sim] table
+    from batchrun.sim.__main__ import config_from_args, parser
+
+    sim_parser = parser()
+    sim_parser.exit_on_error = False
+    actions = {
+        option[2:].replace("-", "_"): action
+        for action in sim_parser._actions for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    for key, value in options.items():
+        action = actions.get(key.replace("-", "_"))
+        if action is None:
+            return f"unknown key {key!r} (known: {', '.join(sorted(actions))})"
+        if action.nargs == 0 and not isinstance(value, bool):
+            return f"{key} must be true or false, got {value!r}"
+        values = value if isinstance(value, list) else [value]
+        if action.nargs != 0 and not all(isinstance(v, (str, int, float)) for v in values):
+            return f"{key} must be a string, a number or a list of them, got {value!r}"
+        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+            return f"{key} takes one value, got a list"
+    args = sim_args(options)
+    try:
+        sim_parser.parse_known_args(args)
+    except argparse.ArgumentError as exc:
+        return str(exc).replace("argument --", "")
+    # SimConfig and the fault parsers say the rest (p.error: one line on stderr, then exit 2).
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            config_from_args(args)
+    except SystemExit:
+        message = said.getvalue().strip().splitlines()[-1].partition(": error: ")[2]
+        for name, key in _SIM_CONFIG_NAMES:
+            message = message.replace(name, key)  # the job file's names, not SimConfig's
+        return message or "the simulator refuses these options"
+    return None
+
+
+# SimConfig fields named in its messages -> the [sim] keys that set them (longest name first).
+_SIM_CONFIG_NAMES = (
+    ("latency_jitter_s", "jitter"), ("rate_window_s", "rate_window"),
+    ("retry_after_s", "retry_after"), ("latency_s", "latency"), ("hang_s", "hang"),
+)
 
 
 _PRICE_KEYS = frozenset({

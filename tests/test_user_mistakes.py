@@ -71,11 +71,13 @@ def make_read_only(paths: list[Path], path: Path) -> None:
         ('faults = ["500=2"]', "rate must be between 0 and 1"),
         ('fault = ["500=0.7", "502=0.7"]', "add up to 1.4"),
         ('fault = "500"', "expected KIND=RATE"),
-        ("fault = 3", 'a list of "KIND=RATE"'),
+        ("fault = 3", "bad fault spec '3': expected KIND=RATE"),
         ("latency = -1", "latency must be >= 0"),
-        ('latency = "slow"', "latency must be a number"),
+        ('latency = "slow"', "latency: invalid float value: 'slow'"),
+        ("latency = [1, 2]", "latency takes one value, got a list"),
         ("latncy = 0.1", "unknown key 'latncy'"),
-        ('dialect = "anthropic"', "dialect must be one of"),
+        ('dialect = "anthropic"', "dialect: invalid choice: 'anthropic'"),
+        ('batch_row_fault = ["nope=0.1"]', "nope"),
         ("no_cost = 1", "no_cost must be true or false"),
     ],
 )
@@ -86,7 +88,10 @@ def test_a_bad_sim_table_is_one_line_at_config_load(tmp_path: Path, sim_table: s
     assert not (tmp_path / "out.jsonl").exists()  # refused before the output was touched
 
 
-@pytest.mark.parametrize("sim_table", ['fault = ["500=1"]', 'faults = ["500=1"]', 'faults = {"500" = 1.0}'])
+@pytest.mark.parametrize("sim_table", [
+    'fault = ["500=1"]', 'faults = ["500=1"]', 'faults = {"500" = 1.0}',
+    'fault = ["500=1"]\nno_batch_api = true\nbatch_processing = 0.5\nlatency = 0.01',  # any sim flag
+])
 def test_each_way_of_writing_sim_faults_reaches_the_simulator(tmp_path: Path, sim_table: str) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", prompts(2))
     job = job_file(tmp_path, source, extra=f"[sim]\n{sim_table}")
