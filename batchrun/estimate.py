@@ -48,8 +48,8 @@ __all__ = [
 INPUT_ERROR = 0.20  # how far the 4-characters-per-token rule can be off, either way
 EXPECTED_OUTPUT_SHARE = 0.5  # of max_tokens, for the expected cost
 ASSUMED_UNBOUNDED_OUTPUT = 256  # output tokens expected of a request with no max_tokens
-ASSUMED_LATENCY_S = 1.0
-_MAX_REASONS = 1000  # per request, for the duration at a concurrency cap
+ASSUMED_LATENCY_S = 1.0  # per request, for the duration at a concurrency cap
+_MAX_REASONS = 1000  # distinct invalid-line messages counted; the most common is printed
 
 
 @dataclass
