@@ -182,3 +182,13 @@ def test_a_stopped_run_returns_a_final_result_and_leaves_nothing_running(tmp_pat
     finished = sum(isinstance(e, Finished) for e in events)
     assert at_return["succeeded"] + sum(at_return["failed"].values()) == finished  # type: ignore[attr-defined]
     assert at_return["succeeded"] + sum(at_return["failed"].values()) + at_return["not_run"] == 40  # type: ignore[attr-defined,operator]
+
+
+def test_the_plan_says_why_lines_are_invalid(tmp_path: Path, sim) -> None:
+    table = tmp_path / "rows.csv"
+    table.write_text("id,text\na1,hello\na2,world\n")
+    completed = run_cli("run", table, "-o", tmp_path / "out.jsonl", "--base-url", sim.base_url,
+                        "--no-progress")
+    plan = completed.stderr.splitlines()[0]
+    assert "2 of the first 2 lines are invalid (rows need a template (--template" in plan
+    assert "cost" not in plan
