@@ -4,6 +4,7 @@
     ├── ConfigError               a bad flag, job file, input path or output folder (exit 2, nothing sent)
     │   └── ResumeMismatch        the output belongs to another input/model/parameters (exit 2)
     ├── OutputLocked              another run holds the output (exit 2)
+    ├── IdNotFound                `show` was given an id the output has no record of (exit 1)
     └── JobStopped                the job stopped early for a job-level reason (exit 3, resumable)
 
 Per-request failures are not exceptions: they are *kinds* (DESIGN.md §4) carried in
@@ -14,12 +15,12 @@ request, and only inside ``transport.py``'s caller.
 from __future__ import annotations
 
 __all__ = [
-    "JOB_LEVEL_KINDS",
     "PER_LINE_VERDICTS",
     "RETRYABLE_KINDS",
     "BatchrunError",
     "ConfigError",
     "ErrorKind",
+    "IdNotFound",
     "JobStopped",
     "OutputLocked",
     "ResumeMismatch",
@@ -44,6 +45,7 @@ class ErrorKind:
     INVALID_INPUT = "invalid_input"
     INVALID_OUTPUT = "invalid_output"
     INTERRUPTED = "interrupted"
+    OUTPUT_ERROR = "output_error"  # the output files refused a write (disk full, read-only)
 
 
 RETRYABLE_KINDS = frozenset(
@@ -54,16 +56,6 @@ RETRYABLE_KINDS = frozenset(
         ErrorKind.CONNECTION_ERROR,
         ErrorKind.PROVIDER_ERROR,
         ErrorKind.INVALID_OUTPUT,
-    }
-)
-# Kinds that say nothing about the line itself: a rerun always tries those lines again.
-JOB_LEVEL_KINDS = frozenset(
-    {
-        ErrorKind.AUTH_ERROR,
-        ErrorKind.INSUFFICIENT_CREDITS,
-        ErrorKind.MODEL_UNAVAILABLE,
-        ErrorKind.BUDGET_EXCEEDED,
-        ErrorKind.INTERRUPTED,
     }
 )
 # Verdicts about one line: a rerun keeps them unless asked with --retry-failed.
@@ -94,6 +86,12 @@ class OutputLocked(BatchrunError):
     exit_code = 2
 
 
+class IdNotFound(BatchrunError):
+    """``batchrun show``: the id has no record in the output (exit 1)."""
+
+    exit_code = 1
+
+
 class JobStopped(BatchrunError):
     """The job stopped early (auth, credits, model, budget, disk); a rerun resumes it."""
 
@@ -107,8 +105,12 @@ class JobStopped(BatchrunError):
 class TransportFailure(Exception):
     """A request that got no complete HTTP answer: timeout, reset, refused, torn body."""
 
-    def __init__(self, kind: str, message: str, *, stops_job: bool = False) -> None:
+    def __init__(
+        self, kind: str, message: str, *, stops_job: bool = False, no_answer: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.stops_job = stops_job  # every request would fail alike (an untrusted certificate)
+        # The server was never reached (DNS, refused, unreachable): nothing was sent or billed.
+        self.no_answer = no_answer

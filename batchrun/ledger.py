@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from batchrun.config import output_paths
-from batchrun.errors import ConfigError, JobStopped, OutputLocked, ResumeMismatch
+from batchrun.errors import ConfigError, ErrorKind, JobStopped, OutputLocked, ResumeMismatch
 from batchrun.idset import IdSet
 
 try:
@@ -43,6 +43,9 @@ class ResumeState:
 
     done_ids: IdSet = field(default_factory=IdSet)
     failed: dict[str, str] = field(default_factory=dict)  # custom_id -> error kind (last record)
+    # custom_id -> what its attempts in earlier runs billed, for ids with no result yet: a later
+    # record of the id carries it on, so billed_usd always adds up every attempt of an id.
+    billed: dict[str, float] = field(default_factory=dict)
     repaired_bytes: int = 0
     corrupt_lines: int = 0
     unavailable_models: list[str] = field(default_factory=list)
@@ -109,6 +112,18 @@ def _repair_tail(path: Path) -> int:
         return size - keep
 
 
+@contextlib.contextmanager
+def _writable(path: Path) -> Iterator[None]:
+    """Turn the OS's refusal to open or write an output file into one clear ConfigError."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the output {path}: {exc.strerror or exc} "
+            "(make it writable, or choose another output with -o)"
+        ) from exc
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -145,16 +160,21 @@ class Ledger:
     def open(self, manifest: dict[str, Any], *, force: bool = False) -> ResumeState:
         """Lock the output, check it belongs to this job, repair it and read what is done."""
         folder = self.paths["results"].parent
+        for key in ("results", "errors"):
+            if self.paths[key].is_dir():
+                raise ConfigError(f"the output {self.paths[key]} is a folder: give a file name with -o")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from exc
         self._lock()
         try:
             state = ResumeState()
-            state.unavailable_models = self._check_manifest(manifest, force)
+            with _writable(self.paths["manifest"]):
+                state.unavailable_models = self._check_manifest(manifest, force)
             for key in ("results", "errors"):
-                state.repaired_bytes += _repair_tail(self.paths[key])
+                with _writable(self.paths[key]):
+                    state.repaired_bytes += _repair_tail(self.paths[key])
             self._scan(state)
             self._results_fd = self._open_append(self.paths["results"])
             self._errors_fd = self._open_append(self.paths["errors"])
@@ -164,17 +184,15 @@ class Ledger:
         return state
 
     def _open_append(self, path: Path) -> int:
-        try:
+        with _writable(path):
             return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot write the output {path}: {exc.strerror or exc}") from None
 
     def _lock(self) -> None:
         path = self.paths["lock"]
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from exc
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,7 +203,7 @@ class Ledger:
                     raise OutputLocked(
                         f"another batchrun run (pid {holder}) is writing {self.paths['results']}; "
                         "wait for it or choose another output with -o"
-                    ) from None
+                    ) from exc
                 raise
         # The kernel drops a flock when its holder dies, so a killed run never leaves this stuck.
         os.ftruncate(fd, 0)
@@ -228,9 +246,17 @@ class Ledger:
             error = record.get("error") if isinstance(record, dict) else None
             if isinstance(custom_id, str) and isinstance(error, dict):
                 state.failed[custom_id] = str(error.get("code"))
+                billed = record.get("billed_usd")
+                if isinstance(billed, (int, float)) and billed > 0:
+                    state.billed[custom_id] = float(billed)
+                else:
+                    state.billed.pop(custom_id, None)
         done = state.done_ids
         state.failed = {
             custom_id: kind for custom_id, kind in state.failed.items() if custom_id not in done
+        }
+        state.billed = {
+            custom_id: usd for custom_id, usd in state.billed.items() if custom_id not in done
         }
 
     # -- writing -------------------------------------------------------------------------
@@ -245,8 +271,8 @@ class Ledger:
         except OSError as exc:
             raise JobStopped(
                 f"cannot write the output ({exc.strerror or exc}): free some space and run again to resume",
-                "output_error",
-            ) from None
+                ErrorKind.OUTPUT_ERROR,
+            ) from exc
         self._dirty = True
 
     def sync_due(self) -> bool:
@@ -264,9 +290,19 @@ class Ledger:
     # -- closing -------------------------------------------------------------------------
 
     def compact_errors(self, done_ids: Container[str]) -> int:
-        """Rewrite the errors file to hold one line (the last) per id that has no result; count them."""
+        """Rewrite the errors file to hold one line (the last) per id that has no result; count them.
+
+        An errors file left with no line is removed: after a run where every id succeeded there is
+        no errors file, as there is none before the first failure. Removing it is one unlink (the
+        open append descriptor writes nothing more), so a crash leaves it either whole or gone.
+        """
         path = self.paths["errors"]
         last, total = last_error_lines(path, done_ids)
+        if not last:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                _fsync_dir(path.parent)
+            return 0
         if len(last) == total:
             return total
         keep = set(last.values())

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
+from batchrun.engine.budget import to_nano
 from batchrun.errors import ResumeMismatch
-from batchrun.ray.coordinator import Coordinator, Report, fair_shares, lease_size, to_units
+from batchrun.ray.coordinator import Coordinator, Report, fair_shares, lease_size
 from batchrun.ray.sharding import HASH_NAME, check_resume, manifest_entry, shard_of
 
 
@@ -52,7 +53,7 @@ def test_a_resume_keeps_the_shard_count(manifest, asked, expected) -> None:
     (0.0, 0), (3.5e-6, 3500), (0.0005, 500_000), (1e-10, 1), (1.0, 1_000_000_000), (0.1 + 0.2, 300_000_000),
 ])
 def test_money_in_whole_nano_dollars_rounded_up(usd: float, units: int) -> None:
-    assert to_units(usd) == units
+    assert to_nano(usd) == units  # the coordinator's unit: a shard's reservation adds up exactly
 
 
 @pytest.mark.parametrize(("rate", "shards", "size"), [

@@ -9,32 +9,23 @@ request: one actor call costs 1.5-2 ms, which would cap a whole cluster near 600
 - In flight: the ``--concurrency`` window is split between shards by their demand; a shard is
   never told to hold more than the window minus what the others may hold.
 - 429s: every shard's reports feed one ``AdaptiveLimits``, so a cut slows them all.
-- Budget: integer nano-dollars (float sums drift above a cap); a shard reserves an allowance,
+- Budget: integer nano-dollars, as ``engine.budget`` keeps it; a shard reserves an allowance,
   spends from it request by request, and reports what was spent; ``spent`` starts from what the
-  output's records already billed, so the cap is the job's.
+  output's records already billed (the preflight's ``Budget``), so the cap is the job's.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.limits import AdaptiveLimits, Clock
 
-__all__ = ["UNITS_PER_USD", "Coordinator", "Grant", "Report", "fair_shares", "lease_size", "to_units"]
+__all__ = ["Coordinator", "Grant", "Report", "fair_shares", "lease_size"]
 
-# Nano-dollars: a short request costs a few micro-dollars, which micro-dollar units would round
-# by tens of per cent; integers keep the sum exact.
-UNITS_PER_USD = 1_000_000_000
 LEASE_S = 0.15  # each lease covers about this much of the job's rate, split over the shards
 MAX_LEASE = 256
-
-
-def to_units(usd: float) -> int:
-    """USD as whole nano-dollars, rounded up (so a reservation is never below the price)."""
-    return max(0, math.ceil(usd * UNITS_PER_USD - 1e-6))
 
 
 def lease_size(rate: float, shards: int, lease_s: float = LEASE_S) -> int:

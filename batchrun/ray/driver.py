@@ -1,13 +1,13 @@
 """The driver of a sharded job: reads the input once, routes requests to shards, writes the output.
 
 It is the single writer of the ONE results file and errors file at ``-o``: shards stream their
-finished records back in small batches, the driver appends them (the same ``Ledger`` as a
-single-process run, so the same resume, repair and lock) and only then acknowledges them, which
+finished records back in small batches, the driver appends them (the preflight's ``Ledger``, so
+the same lock, repair and resume as a single-process run) and only then acknowledges them, which
 frees the shard's in-flight slots. The nodes therefore need no shared filesystem, and the output
-is a checkpoint exactly as without Ray: a rerun, with or without ``--ray``, resumes it.
+is the checkpoint exactly as without Ray: a rerun, with or without ``--ray``, resumes it.
 
-Everything before the first request (key, lock, manifest, prices, plan) is ``Runner``'s own; this
-class replaces the pipeline only.
+Everything before the first request is the engine's own preflight, run once here; this module
+adds the cluster (``ShardSet``) and replaces the pipeline's workers with the shards.
 """
 
 from __future__ import annotations
@@ -20,183 +20,160 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
-from batchrun.config import JobConfig
-from batchrun.errors import PER_LINE_VERDICTS, ConfigError
-from batchrun.events import EventHandler, Finished, Notice, Planned
-from batchrun.idset import IdSet
+from batchrun import __version__
+from batchrun.config import JobConfig, api_key_from_env
+from batchrun.engine.pipeline import Pipeline
+from batchrun.engine.preflight import SIM_KEY, Preflight, parser_for, preflight
+from batchrun.engine.tasks import TaskGroup
+from batchrun.engine.writer import Writer
+from batchrun.errors import ConfigError, ErrorKind
+from batchrun.events import EventHandler, Finished, Notice
 from batchrun.inputs import iter_lines, open_input
-from batchrun.ledger import ResumeState, read_records
+from batchrun.limits import AdaptiveLimits
 from batchrun.ray.cluster import connect, import_ray
-from batchrun.ray.coordinator import Coordinator, to_units
+from batchrun.ray.coordinator import Coordinator
 from batchrun.ray.shard import Shard
 from batchrun.ray.sharding import check_resume, manifest_entry, shard_of
-from batchrun.records import InputParser, InvalidLine, Request
-from batchrun.runner import Runner
+from batchrun.records import InvalidLine, Request
+from batchrun.runner import Runner, RunResult
+from batchrun.summary import Summary
 
-__all__ = ["RayDriver"]
+__all__ = ["DriverPipeline", "RayDriver", "ShardSet"]
 
-MAX_RESTARTS = 3  # per shard; then the job stops (exit 3) and a rerun resumes it
+MAX_RESTARTS = 3  # per shard on average; then the job stops (exit 3) and a rerun resumes it
 _START_TIMEOUT_S = 120.0
 
 
-class RayDriver(Runner):
-    """Runs one job as ``shards`` actors on a Ray cluster, with one coordinator and one output."""
+class ShardSet:
+    """The cluster side of one job: the coordinator and one actor per shard."""
 
-    def __init__(self, config: JobConfig, *, api_key: str | None = None,
-                 on_event: EventHandler | None = None) -> None:
-        if config.log_path is not None:
-            raise ConfigError("--log is not available with --ray yet: drop one of them")
-        self._ray = import_ray(config.ray_address or "auto")
-        super().__init__(config, api_key=api_key, on_event=on_event)
-        self.shards = 0
-        self.startup_s = 0.0
-        self.restarts = 0
-        self.nodes = 0
-        self._manifest_doc: dict[str, Any] = {}
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._shard_url = ""
-        self._shard_key: str | None = None
-        self._actors: list[Any] = []
-        self._actor_class: Any = None
-        self._coordinator: Any = None
-        self._buffers: list[collections.deque[Request]] = []
-        self._unfinished: list[dict[str, Request]] = []
-        self._room: list[asyncio.Event] = []
-        self._running = 0  # shards not finished yet
-        self._seen_notices: set[str] = set()
-
-    # -- before the first request: Runner's, plus the cluster ------------------------------
-
-    async def _endpoint(self, stack: contextlib.AsyncExitStack) -> tuple[str, str | None]:
-        base_url, api_key = await super()._endpoint(stack)
-        self._stack, self._shard_url, self._shard_key = stack, base_url, api_key
-        return base_url, api_key
-
-    def _manifest(self) -> dict[str, Any]:
-        self._manifest_doc = super()._manifest()  # the same dict Runner writes again at the end
-        return self._manifest_doc
-
-    def _plan(self, base_url: str, state: ResumeState) -> Planned:
-        plan = super()._plan(base_url, state)
-        self._start_cluster()
-        nodes = f"{self.nodes} node" + ("s" if self.nodes != 1 else "")
-        text = f"{plan.text} | ray: {self.shards} shards on {nodes} (ready in {self.startup_s:.1f} s)"
-        return replace(plan, text=text)
-
-    def _start_cluster(self) -> None:
-        ray, config, ledger = self._ray, self.config, self._ledger
-        assert ledger is not None and self._stack is not None
-        manifest_path = ledger.paths["manifest"]
-        on_disk = orjson.loads(manifest_path.read_bytes()) if manifest_path.exists() else {}
-        shards = check_resume(on_disk, config.shards)
+    def __init__(self, config: JobConfig, pre: Preflight, stack: contextlib.AsyncExitStack, *,
+                 on_disk: dict[str, Any], api_key: str | None) -> None:
+        ray = self.ray = import_ray(config.ray_address or "auto")
+        self.config = config
+        self.pre = pre
+        self._api_key = api_key
+        asked = check_resume(on_disk, config.shards)  # before joining: a refusal costs nothing
         started = time.monotonic()
         connect(config.ray_address or "auto")
-        self._stack.callback(ray.shutdown)
+        stack.callback(ray.shutdown)
         cpus = float(ray.cluster_resources().get("CPU", 0.0))
-        shards = shards or max(1, int(cpus))
-        if shards > config.concurrency:
-            raise ConfigError(f"--shards {shards} is more than --concurrency {config.concurrency}: "
+        self.count: int = asked or max(1, int(cpus))
+        count = self.count
+        if count > config.concurrency:
+            raise ConfigError(f"--shards {count} is more than --concurrency {config.concurrency}: "
                               "each shard needs at least one request in flight")
-        self.shards = shards
-        self._manifest_doc["sharding"] = manifest_entry(shards)
-        ledger.write_manifest({**on_disk, **self._manifest_doc})
-        spent = to_units(self._billed_so_far()) if config.max_cost_usd is not None else 0
-        self._coordinator = ray.remote(Coordinator).options(num_cpus=0).remote(
-            shards=shards, concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm,
-            budget_units=None if config.max_cost_usd is None else to_units(config.max_cost_usd),
-            spent_units=spent,
+        budget = pre.budget
+        self.coordinator = ray.remote(Coordinator).options(num_cpus=0).remote(
+            shards=count, concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm,
+            budget_units=budget.limit, spent_units=budget.spent,
         )
         # One shard per CPU at most, spread over the nodes; a restarted shard takes its place.
         self._actor_class = ray.remote(Shard).options(
-            num_cpus=min(1.0, cpus / shards) if cpus else 0, max_concurrency=4, scheduling_strategy="SPREAD",
+            num_cpus=min(1.0, cpus / count) if cpus else 0, max_concurrency=4, scheduling_strategy="SPREAD",
         )
-        self._actors = [self._actor_class.remote(index) for index in range(shards)]
+        self.actors = [self._actor_class.remote(index) for index in range(count)]
         try:
-            where = ray.get([actor.where.remote() for actor in self._actors], timeout=_START_TIMEOUT_S)
+            where = ray.get([actor.where.remote() for actor in self.actors], timeout=_START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            raise ConfigError(f"the Ray cluster did not start {shards} shards in {_START_TIMEOUT_S:g} s "
+            raise ConfigError(f"the Ray cluster did not start {count} shards in {_START_TIMEOUT_S:g} s "
                               f"({cpus:g} CPUs): lower --shards") from None
         versions = {w["version"] for w in where}
-        if versions != {self._version()}:
+        if versions != {__version__}:
             raise ConfigError(f"the Ray workers run batchrun {', '.join(sorted(versions))}, this is "
-                              f"{self._version()}: install the same batchrun[ray] on every node")
+                              f"{__version__}: install the same batchrun[ray] on every node")
         self.nodes = len({w["node"] for w in where})
         self.startup_s = time.monotonic() - started
+        self.restarts = 0
 
-    def _version(self) -> str:
-        from batchrun import __version__
+    def describe(self) -> str:
+        nodes = f"{self.nodes} node" + ("s" if self.nodes != 1 else "")
+        return f"ray: {self.count} shards on {nodes} (ready in {self.startup_s:.1f} s)"
 
-        return __version__
+    async def start(self, actor: Any) -> None:
+        config = replace(self.config, base_url=self.pre.base_url, log_path=None)
+        # The key travels as an argument of this call: not in the actor's creation spec, which
+        # Ray keeps in its control store for restarts, nor in a runtime_env, which it logs.
+        await result_of(actor.start.remote(config, self.pre.prices, self._api_key, self.coordinator,
+                                           not self.config.use_sim))
 
-    def _billed_so_far(self) -> float:
-        """What the output's records already billed: the budget is the job's, not this run's."""
-        assert self._ledger is not None
-        total = 0.0
-        for key in ("results", "errors"):
-            for _, record in read_records(self._ledger.paths[key]):
-                if isinstance(record, dict) and isinstance(record.get("billed_usd"), (int, float)):
-                    total += record["billed_usd"]
-        return total
+    async def respawn(self, index: int) -> Any:
+        """A new actor for shard ``index`` (the dead one is killed, its slots and money freed)."""
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.actors[index])
+        await result_of(self.coordinator.forget.remote(index))
+        actor = self._actor_class.remote(index)
+        await self.start(actor)
+        self.actors[index] = actor
+        return actor
 
-    # -- the pipeline: route, drive the shards, write ---------------------------------------
 
-    async def _pipeline(self, state: ResumeState) -> None:
-        skip_ids = state.done_ids
-        kept = [] if self.config.retry_failed else [
-            custom_id for custom_id, kind in state.failed.items() if kind in PER_LINE_VERDICTS
-        ]
-        if kept:
-            skip_ids = skip_ids.copy()
-            for custom_id in kept:
-                skip_ids.add(custom_id)
-        shards = self.shards
-        self._buffers = [collections.deque() for _ in range(shards)]
-        self._unfinished = [{} for _ in range(shards)]
-        self._room = [asyncio.Event() for _ in range(shards)]
-        self._running = shards
-        await asyncio.gather(*(self._start_shard(actor) for actor in self._actors))
-        writer = asyncio.ensure_future(self._writer())
-        tasks = [asyncio.ensure_future(self._route(skip_ids))]
-        tasks += [asyncio.ensure_future(self._drive(index)) for index in range(shards)]
+class LinesWriter(Writer):
+    """The writer with lines that shards already made: counted from their summary view."""
+
+    def lines(self, kind: str, line: bytes, view: dict[str, Any]) -> None:
+        self._summary.add(view)
+        (self._results if kind == "result" else self._errors).append(self._redact(line))
+        self._wake.set()
+
+
+class DriverPipeline(Pipeline):
+    """The pipeline whose workers are shards: route by id, feed each its share, write what returns."""
+
+    def __init__(self, pre: Preflight, shards: ShardSet, *, summary: Summary, emit: EventHandler) -> None:
+        config = pre.config
+        writer = LinesWriter(pre.ledger, pre.redactor, summary)
+        limits = AdaptiveLimits(concurrency=config.concurrency)  # unused: the coordinator's are
+        super().__init__(pre, summary=summary, limits=limits, budget=pre.budget, writer=writer, emit=emit)
+        self._lines = writer
+        self._shards = shards
+        count = shards.count
+        self._buffers: list[collections.deque[Request]] = [collections.deque() for _ in range(count)]
+        self._unfinished: list[dict[str, Request]] = [{} for _ in range(count)]
+        self._room = [asyncio.Event() for _ in range(count)]
+        self._running = count
+        self._seen_notices: set[str] = set()
+        self.lease_calls = 0
+
+    def stop(self, kind: str = ErrorKind.INTERRUPTED, message: str = "interrupted") -> None:
+        super().stop(kind, message)
+        for event in self._room:
+            event.set()  # the reader stops waiting for room
+
+    async def run(self) -> None:
+        shards = self._shards
+        await asyncio.gather(*(shards.start(actor) for actor in shards.actors))
+        writer = self._writer
         try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            async with TaskGroup() as group:
+                group.start(self._serve_writer())
+                try:
+                    async with TaskGroup() as work:
+                        work.start(self._reader())
+                        for index in range(shards.count):
+                            work.start(self._drive(index))
+                finally:
+                    writer.close()
         finally:
+            writer.flush()
             self.summary.not_run += sum(map(len, self._buffers)) + sum(map(len, self._unfinished))
-            self._closing = True
-            self._wake_writer.set()
-            await writer
-        stats = await _result_of(self._coordinator.stats.remote())
-        self._emit(Notice(f"ray: {shards} shards, {stats['calls']:,} coordinator calls, "
-                          f"{self.restarts} restarts"))
-
-    async def _start_shard(self, actor: Any) -> None:
-        config = replace(self.config, base_url=self._shard_url, log_path=None)
-        await _result_of(actor.start.remote(config, self._prices, self._shard_key, self._coordinator,
-                                            not self.config.use_sim))
+        stats = await result_of(shards.coordinator.stats.remote())
+        self._emit(Notice(f"ray: {shards.count} shards, {stats['calls']:,} coordinator calls, "
+                          f"{shards.restarts} restarts"))
 
     def _share(self) -> int:
         return math.ceil(self.config.concurrency / max(self._running, 1))
 
-    async def _route(self, skip_ids: IdSet) -> None:
+    async def _reader(self) -> None:
         """Read the input once; send each request to the shard its id hashes to."""
         config = self.config
-        parser = InputParser(
-            model=config.model, params=config.params, system=config.system,
-            template=config.template, skip_ids=skip_ids,
-            budget_set=config.max_cost_usd is not None, keep_fields=config.keep_fields,
-            schema=config.schema, ask_stream_usage=not config.speaks_openrouter,
-        )
+        parser = parser_for(config, skip_ids=self.pre.skip_ids())
+        prior = self._prior_billed
+        count = self._shards.count
         read = 0
         with open_input(config.input) as stream:
             for line, raw in iter_lines(stream):
-                if self._stop_kind is not None or (config.limit is not None and read >= config.limit):
+                if self.stop_kind is not None or (config.limit is not None and read >= config.limit):
                     break
                 read += 1
                 if not read & 1023:
@@ -206,13 +183,15 @@ class RayDriver(Runner):
                     continue
                 if isinstance(item, InvalidLine):
                     self._finish_invalid(item)
-                elif item.model in self._unavailable:
-                    self._skipped_unavailable += 1
+                elif item.model in self.unavailable:
+                    self.skipped_unavailable += 1
                 else:
-                    index = shard_of(item.custom_id, self.shards)
+                    if prior:
+                        item.billed_usd = prior.get(item.custom_id, 0.0)
+                    index = shard_of(item.custom_id, count)
                     buffer = self._buffers[index]
                     buffer.append(item)
-                    while len(buffer) >= max(2 * self._share(), 64) and self._stop_kind is None:
+                    while len(buffer) >= max(2 * self._share(), 64) and self.stop_kind is None:
                         self._room[index].clear()
                         await self._room[index].wait()
         self._reader_done = True
@@ -221,22 +200,20 @@ class RayDriver(Runner):
 
     async def _drive(self, index: int) -> None:
         """Feed one shard, write what it finished, restart it when it dies; until it ends."""
-        ray = self._ray
+        ray = self._shards.ray
         acked, room, ended = 0, self._share(), False
-        buffer, outstanding = self._buffers[index], self._unfinished[index]
+        buffer, unfinished = self._buffers[index], self._unfinished[index]
         while True:
             feed = [buffer.popleft() for _ in range(min(max(room, 0), len(buffer)))]
             for item in feed:
-                outstanding[item.custom_id] = item
+                unfinished[item.custom_id] = item
             if feed:
                 self._room[index].set()
-            end = self._reader_done and not buffer and not ended
-            stop = (self._stop_kind, self._stop_message) if self._stop_kind is not None else None
-            if stop is not None and not ended:
-                end = True
+            stop = (self.stop_kind, self.stop_message) if self.stop_kind is not None else None
+            end = not ended and (stop is not None or (self._reader_done and not buffer))
             try:
-                reply = await _result_of(self._actors[index].exchange.remote(
-                    acked, feed, end, stop, dict(self._unavailable)))
+                reply = await result_of(self._shards.actors[index].exchange.remote(
+                    acked, feed, end, stop, dict(self.unavailable)))
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if not await self._restart(index, exc):
                     return
@@ -245,31 +222,30 @@ class RayDriver(Runner):
             ended = ended or end
             self._take(index, reply)
             acked = reply["last"]
-            room = max(self._share(), 1) - reply["queued"]
+            room = self._share() - reply["queued"]
             outcome = reply["outcome"]
             if outcome is not None:
                 self._running -= 1
+                self.lease_calls += outcome.get("lease_calls", 0)
                 if "error" in outcome:
                     last = outcome["error"].strip().splitlines()[-1]
                     self.stop("shard_failed", f"shard {index} failed ({last}); run again to resume")
                 return
 
     def _take(self, index: int, reply: dict[str, Any]) -> None:
-        outstanding = self._unfinished[index]
+        unfinished = self._unfinished[index]
+        done_ids = self.pre.state.done_ids
         for kind, line, view in reply["records"]:
             custom_id = view["custom_id"]
-            outstanding.pop(custom_id, None)
-            self.summary.add(view)
+            unfinished.pop(custom_id, None)
+            self._lines.lines(kind, line, view)
             if kind == "result":
-                self._pending_results.append(self._redact(line))
-                self._done_ids.add(custom_id)
-            else:
-                self._pending_errors.append(self._redact(line))
-            error = view["error"]
-            self._emit(Finished(custom_id, error["code"] if error else None))
+                done_ids.add(custom_id)
+            error, usage = view["error"], view["usage"] or {}
+            tokens = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+            self._emit(Finished(custom_id, error["code"] if error else None, tokens, view["billed_usd"] or 0.0))
         # Written (handed to the kernel) before the acknowledgement frees the shard's slots.
-        self._flush()
-        self._wake_writer.set()
+        self._writer.flush()
         for event in reply["events"]:
             text = getattr(event, "message", None)
             if text is not None and (text.startswith("stopping:") or text in self._seen_notices):
@@ -278,38 +254,87 @@ class RayDriver(Runner):
                 self._seen_notices.add(text)
             self._emit(event)
         for model, fallbacks in reply["unavailable"].items():
-            self._unavailable.setdefault(model, tuple(fallbacks))
-        if reply["stop"] is not None and self._stop_kind is None:
+            self.unavailable.setdefault(model, tuple(fallbacks))
+        if reply["stop"] is not None and self.stop_kind is None:
             self.stop(*reply["stop"])
 
     async def _restart(self, index: int, exc: BaseException) -> bool:
         """Replace a dead shard; its unfinished requests go to the new one. False: give up."""
-        self.restarts += 1
-        outstanding = self._unfinished[index]
-        dead = self._actors[index]
-        with contextlib.suppress(Exception):
-            self._ray.kill(dead)
-        await _result_of(self._coordinator.forget.remote(index))
-        if self.restarts > MAX_RESTARTS * self.shards or self._stop_kind is not None:
+        shards = self._shards
+        shards.restarts += 1
+        unfinished = self._unfinished[index]
+        if shards.restarts > MAX_RESTARTS * shards.count or self.stop_kind is not None:
             self._running -= 1
-            if self._stop_kind is None:
-                self.stop("shard_lost", f"shard {index} died again ({type(exc).__name__}); run again to resume")
+            with contextlib.suppress(Exception):
+                await result_of(shards.coordinator.forget.remote(index))
+            if self.stop_kind is None:
+                self.stop("shard_lost", f"shard {index} died again ({type(exc).__name__}); "
+                          "run again to resume")
             return False
         self._emit(Notice(f"shard {index} died ({type(exc).__name__}); starting it again, "
-                          f"{len(outstanding):,} requests to send again"))
-        actor = self._actor_class.remote(index)
-        await self._start_shard(actor)
-        self._actors[index] = actor
-        self._buffers[index].extendleft(reversed(list(outstanding.values())))
-        outstanding.clear()
+                          f"{len(unfinished):,} requests to send again"))
+        await shards.respawn(index)
+        self._buffers[index].extendleft(reversed(list(unfinished.values())))
+        unfinished.clear()
         return True
 
-    def stop(self, kind: str = "interrupted", message: str = "interrupted") -> None:
-        super().stop(kind, message)
-        for event in self._room:
-            event.set()  # the reader stops waiting for room
+
+class RayDriver(Runner):
+    """Runs one job as shards on a Ray cluster, with one coordinator and one output."""
+
+    def __init__(self, config: JobConfig, *, api_key: str | None = None,
+                 on_event: EventHandler | None = None) -> None:
+        if config.log_path is not None:
+            raise ConfigError("--log is not available with --ray yet: drop one of them")
+        import_ray(config.ray_address or "auto")  # no Ray: one line, before anything else
+        super().__init__(config, api_key=api_key, on_event=on_event)
+
+    async def run(self) -> RunResult:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            pre = await preflight(config, stack, api_key=self._api_key, emit=self._emit)
+            on_disk = _manifest_on_disk(pre)
+            shards = ShardSet(config, pre, stack, on_disk=on_disk, api_key=self._shard_key())
+            pre.manifest["sharding"] = manifest_entry(shards.count)  # kept by the write at the end
+            pre.ledger.write_manifest({**on_disk, **pre.manifest})
+            pre.plan = replace(pre.plan, text=f"{pre.plan.text} | {shards.describe()}")
+            self._emit(pre.plan)
+            summary = self.summary
+            summary.already_done = len(pre.state.done_ids)
+            summary.kept_failed = pre.kept_failures()
+            pipeline = DriverPipeline(pre, shards, summary=summary, emit=self._emit)
+            self._pipeline = pipeline
+            if pre.refused is not None:
+                pipeline.stop(ErrorKind.AUTH_ERROR, pre.refused)
+            elif self._early_stop is not None:
+                pipeline.stop(*self._early_stop)
+            try:
+                if pipeline.stop_kind is None:
+                    await pipeline.run()
+            finally:
+                summary.close()
+            still_failing = pre.ledger.compact_errors(pre.state.done_ids)
+            if pipeline.unavailable:
+                pre.ledger.write_manifest(
+                    {**pre.manifest, "unavailable_models": sorted(pipeline.unavailable)}
+                )
+        return self._result(pre, pipeline, still_failing)
 
 
-async def _result_of(ref: Any) -> Any:
+    def _shard_key(self) -> str | None:
+        """The key the preflight used (it keeps only a redactor of it): the shards need it too."""
+        if self.config.use_sim:
+            return self._api_key or SIM_KEY
+        return self._api_key or api_key_from_env(self.config)
+
+
+def _manifest_on_disk(pre: Preflight) -> dict[str, Any]:
+    import orjson
+
+    path = pre.ledger.paths["manifest"]
+    return orjson.loads(path.read_bytes()) if path.exists() else {}
+
+
+async def result_of(ref: Any) -> Any:
     """Await a Ray ObjectRef on this loop (whatever loop it is: uvloop included)."""
     return await asyncio.wrap_future(ref.future())

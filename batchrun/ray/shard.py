@@ -2,9 +2,10 @@
 
 ``Shard`` is a plain class that the driver makes a Ray actor (a threaded one: its methods run
 in Ray's threads while the engine runs ``uvloop`` in a thread of its own, because a sync actor's
-methods already run inside an event loop). The engine is ``Runner`` with four seams replaced:
+methods already run inside an event loop). The engine is ``engine.pipeline.Pipeline`` with four seams replaced:
 the reader takes requests the driver sent, the limits are leases from the coordinator, the budget
-is an allowance from it, and records go to an outbox the driver empties and acknowledges.
+is an allowance from it, and records go to an outbox the driver empties and acknowledges. What
+the single-process preflight does (key, output, prices) the driver has done once for all shards.
 """
 
 from __future__ import annotations
@@ -15,23 +16,28 @@ import contextlib
 import os
 import threading
 import traceback
-from dataclasses import replace
 from typing import Any
 
 from batchrun import __version__
 from batchrun.config import JobConfig
+from batchrun.engine.budget import Budget, from_nano, worst_case_bound
+from batchrun.engine.pipeline import Pipeline
+from batchrun.engine.preflight import Preflight
+from batchrun.engine.redact import Redactor
+from batchrun.engine.tasks import TaskGroup
+from batchrun.engine.writer import Writer, dumps_record
 from batchrun.errors import ErrorKind
-from batchrun.events import Event, Notice, Retrying
-from batchrun.idset import IdSet
+from batchrun.events import Event, Notice, Planned, Retrying
+from batchrun.ledger import ResumeState
 from batchrun.pricing import PriceBook
-from batchrun.ray.coordinator import Grant, Report, to_units
-from batchrun.ray.leases import BudgetOut, LeaseClient, LeasedLimits
+from batchrun.ray.coordinator import Grant, Report
+from batchrun.ray.leases import BudgetOut, LeaseClient, LeasedGate, LeasedLimits
 from batchrun.records import Request
-from batchrun.retry import Verdict
-from batchrun.runner import Runner, _dumps_line
+from batchrun.summary import Summary
 from batchrun.transport import Transport
+from batchrun.units import usd
 
-__all__ = ["Outbox", "Shard", "ShardRunner", "summary_view"]
+__all__ = ["Outbox", "OutboxWriter", "Shard", "ShardBudget", "ShardPipeline", "summary_view"]
 
 _BATCH = 256  # records per reply to the driver
 _POLL_S = 0.02  # how long an exchange waits for a record before answering empty
@@ -69,9 +75,11 @@ class Outbox:
             self._next += 1
             self._ready.notify()
 
-    def event(self, event: Event) -> None:
-        with self._ready:
-            self._events.append(event)
+    def forward(self, event: Event) -> None:
+        """Keep the events the driver shows (its own ``Finished`` come from the records)."""
+        if isinstance(event, (Notice, Retrying)):
+            with self._ready:
+                self._events.append(event)
 
     def finish(self) -> None:
         with self._ready:
@@ -97,147 +105,152 @@ class Outbox:
             return self._next - 1 <= seq
 
 
-class ShardRunner(Runner):
-    """The engine with the driver as its reader and writer and the coordinator as its limits."""
+class OutboxWriter(Writer):
+    """The writer seam of a shard: records go to the outbox, each keeping its slot until written."""
 
-    def __init__(self, config: JobConfig, *, api_key: str | None, prices: PriceBook, client: LeaseClient,
-                 outbox: Outbox, inbox: asyncio.Queue[list[Request] | None], env_proxy: bool) -> None:
-        super().__init__(config, api_key=api_key, on_event=self._forward)
+    def __init__(self, outbox: Outbox, redactor: Redactor, summary: Summary, gate: LeasedGate) -> None:
+        super().__init__(None, redactor, summary)  # type: ignore[arg-type]  # no ledger here
         self._outbox = outbox
-        self._inbox = inbox
-        self._prices = prices
+        self._gate = gate
+        self.posted = 0
+
+    def result(self, record: dict[str, Any], raw_body: bytes | None = None) -> None:
+        self._post("result", record, dumps_record(record, raw_body))
+
+    def error(self, record: dict[str, Any]) -> None:
+        self._post("error", record, dumps_record(record))
+
+    def _post(self, kind: str, record: dict[str, Any], line: bytes) -> None:
+        self._gate.hold()
+        self.posted += 1
+        self._outbox.post(kind, self._redact(line), summary_view(record))
+
+    @property
+    def pending(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        return None
+
+    async def serve(self, before_sync: Any = None) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+
+
+class ShardBudget(Budget):
+    """The budget seam of a shard: an allowance leased from the coordinator (``LeaseClient``)."""
+
+    def __init__(self, client: LeaseClient, limit_usd: float | None) -> None:
+        super().__init__(limit_usd)
         self._client = client
-        self._limits = LeasedLimits(client)  # type: ignore[assignment]
-        self._env_proxy = env_proxy
+
+    def settle(self, reserved: int, cost: int) -> None:
+        if self.capped:
+            self._client.spend(reserved, cost)
+
+    def spent_usd(self) -> float:
+        return from_nano(self._client.spent_total_units)
+
+
+class ShardPipeline(Pipeline):
+    """The engine's pipeline with the driver as its reader and writer, the coordinator as its limits."""
+
+    def __init__(self, pre: Preflight, *, client: LeaseClient, outbox: Outbox,
+                 inbox: asyncio.Queue[list[Request] | None]) -> None:
+        summary = Summary()
+        limits = LeasedLimits(client)
+        writer = OutboxWriter(outbox, pre.redactor, summary, limits.gate)
+        super().__init__(pre, summary=summary, limits=limits,  # type: ignore[arg-type]
+                         budget=pre.budget, writer=writer, emit=outbox.forward)
+        self._client = client
+        self._inbox = inbox
+        self._gate = limits.gate
+        self._outbox_writer = writer
         self.received = 0
-        self.finished = 0  # records posted, or requests left for the rerun
-        self._secret = api_key.encode() if api_key and len(api_key) >= 8 else b""
-        self._key_sent = bool(api_key)
+        self.left = 0  # requests given up for the rerun (a stop, a model gone)
         client.demand = self._demand
 
-    def _forward(self, event: Event) -> None:
-        if isinstance(event, (Notice, Retrying)):
-            self._outbox.event(event)
-
     def _demand(self) -> int:
-        return max(self.received - self.finished, 0)
+        return max(self.received - self._outbox_writer.posted - self.left, 0)
 
     def queued(self) -> int:
         """Requests here that are not in flight: what the driver counts against the shard's share."""
-        gate = self._limits.gate
-        return max(self.received - self.finished - (gate.active - gate.held), 0)  # type: ignore[attr-defined]
+        return max(self._demand() - (self._gate.active - self._gate.held), 0)
 
     async def run_shard(self) -> None:
-        """Run until the driver says the input ended (or the job stops) and every request is done."""
-        config = self.config
-        async with Transport(
-            config.base_url, self._api_key, connections=config.concurrency, timeout_s=config.timeout_s,
-            headers=config.headers, stream_idle_s=config.stream_idle_s, env_proxy=self._env_proxy,
-        ) as transport:
-            self._transport = transport
-            leases = asyncio.ensure_future(self._client.run())
-            try:
-                await self._pipeline_or_lease_failure(leases)
-            finally:
-                leases.cancel()
-                await asyncio.gather(leases, return_exceptions=True)
-                with contextlib.suppress(Exception):  # a coordinator that is gone needs no goodbye
-                    await self._client.close()
+        """Run until the driver ends the input (or the job stops) and every request is done."""
+        async with TaskGroup() as group:
+            leases = group.start(self._client.run())
 
-    async def _pipeline_or_lease_failure(self, leases: asyncio.Future[None]) -> None:
-        from batchrun.ledger import ResumeState
+            async def work() -> None:
+                try:
+                    await self.run()
+                finally:
+                    leases.cancel()
 
-        pipeline = asyncio.ensure_future(self._pipeline(ResumeState()))
-        done, _ = await asyncio.wait({pipeline, leases}, return_when=asyncio.FIRST_COMPLETED)
-        if leases in done and not pipeline.done():
-            pipeline.cancel()  # the coordinator is gone: nothing more can be sent safely
-            await asyncio.gather(pipeline, return_exceptions=True)
-            leases.result()
-        await pipeline
+            group.start(work())
+        with contextlib.suppress(Exception):  # a coordinator that is gone needs no goodbye
+            await self._client.close()
 
     # -- the seams ----------------------------------------------------------------------
 
-    async def _reader(self, skip_ids: IdSet) -> None:
-        while (batch := await self._inbox.get()) is not None and self._stop_kind is None:
+    async def _reader(self) -> None:
+        while (batch := await self._inbox.get()) is not None and self.stop_kind is None:
             self.received += len(batch)
             for item in batch:
-                if self._stop_kind is not None or item.model in self._unavailable:
-                    self.finished += 1  # left for the rerun; the driver counts it as not run
+                if self.stop_kind is not None or item.model in self.unavailable:
+                    self.left += 1  # the driver counts it as not run
                     continue
                 self._outstanding += 1
                 await self._queue.put(item)
         self._reader_done = True
         self._close_if_done()
 
-    async def _writer(self) -> None:
-        return None  # the driver writes: records leave through the outbox
-
-    def _write_result(self, record: dict[str, Any], raw_body: bytes) -> None:
-        self._post("result", record, _dumps_line(record, raw_body))
-
-    def _write_error(self, record: dict[str, Any]) -> None:
-        self._post("error", record, _dumps_line(record))
-
-    def _post(self, kind: str, record: dict[str, Any], line: bytes) -> None:
-        self._limits.gate.hold()  # type: ignore[attr-defined]
-        self.finished += 1
-        self._outbox.post(kind, self._redact(line), summary_view(record))
-
-    def _leave_unfinished(self, item: Request) -> None:
-        if item.reserved_usd:
-            self._client.refund(to_units(item.reserved_usd))
-            self._reserved_usd -= item.reserved_usd
-            item.reserved_usd = 0.0
-        self.finished += 1
-        super()._leave_unfinished(item)
-
     async def _worker(self) -> None:
         queue = self._queue
         while (item := await queue.get()) is not None:
-            if self.config.max_cost_usd is not None and not await self._book(item):
+            if self._budget.capped and not await self._book(item):
                 continue
             await self._attempt(item)
 
     async def _book(self, item: Request) -> bool:
         """Book the request's worst case from the allowance before it waits for its turn."""
         models = (item.model, *item.models)
-        prices = [self._prices.get(model) for model in models]
+        prices = [self.pre.prices.get(model) for model in models]
         if None in prices:
             unknown = models[prices.index(None)]
             self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {unknown}, so --max-cost cannot be kept")
             self._leave_unfinished(item)
             return False
-        worst = max(price.cost(len(item.body), item.max_tokens or 0) for price in prices if price)
-        units = to_units(worst)
+        worst = worst_case_bound(len(item.body), item.max_tokens or 0, [p for p in prices if p])
         try:
-            await self._client.book(units)
+            await self._client.book(worst)
         except BudgetOut:
-            spent = self._client.spent_total_units / 1e9
-            limit = self.config.max_cost_usd
             self.stop(
                 ErrorKind.BUDGET_EXCEEDED,
-                f"budget reached: ${spent:.4f} spent of ${limit:g}, and the next request could "
-                f"cost up to ${worst:.6f}; raise --max-cost and run again to resume",
+                f"budget reached: {usd(from_nano(self._client.spent_total_units))} of the job's "
+                f"${self.config.max_cost_usd:g} spent (runs before included), and the next request "
+                f"could cost up to {usd(from_nano(worst))}; raise --max-cost and run again to resume",
             )
             self._leave_unfinished(item)
             return False
-        item.reserved_usd = units / 1e9
-        self._reserved_usd += item.reserved_usd
+        item.reserved_nano = worst
         return True
 
     def _reserve_budget(self, item: Request) -> bool:
         return True  # booked by _book before the request waited for its turn
 
-    def _settle(self, item: Request, status: int | None, raw: bytes, verdict: Verdict, latency: float,
-                ttft_s: float | None = None) -> None:
-        reserved, spent_before = item.reserved_usd, self._spent_usd
-        super()._settle(item, status, raw, verdict, latency, ttft_s)
-        if reserved:
-            self._client.spend(to_units(reserved), to_units(self._spent_usd - spent_before))
+    def _leave_unfinished(self, item: Request) -> None:
+        if item.reserved_nano:
+            self._client.refund(item.reserved_nano)
+            item.reserved_nano = 0
+        self.left += 1
+        super()._leave_unfinished(item)
 
     def outcome(self) -> dict[str, Any]:
-        return {"stop_kind": self._stop_kind, "stop_message": self._stop_message,
-                "unavailable": dict(self._unavailable), "lease_calls": self._client.calls}
+        return {"stop_kind": self.stop_kind, "stop_message": self.stop_message,
+                "unavailable": dict(self.unavailable), "lease_calls": self._client.calls}
 
 
 class Shard:
@@ -247,7 +260,7 @@ class Shard:
         self.index = index
         self._outbox = Outbox()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: ShardRunner | None = None
+        self._pipeline: ShardPipeline | None = None
         self._inbox: asyncio.Queue[list[Request] | None] | None = None
         self._ready = threading.Event()
         self._outcome: dict[str, Any] | None = None
@@ -270,17 +283,24 @@ class Shard:
             self._loop = asyncio.get_running_loop()
             self._inbox = asyncio.Queue()
             client = LeaseClient(lease, budget=config.max_cost_usd is not None)
-            self._runner = ShardRunner(replace(config, log_path=None), api_key=api_key, prices=prices,
-                                       client=client, outbox=self._outbox, inbox=self._inbox,
-                                       env_proxy=env_proxy)
-            self._ready.set()
-            await self._runner.run_shard()
+            async with Transport(
+                config.base_url, api_key, connections=config.concurrency, timeout_s=config.timeout_s,
+                headers=config.headers, stream_idle_s=config.stream_idle_s, env_proxy=env_proxy,
+            ) as transport:
+                pre = Preflight(
+                    config, config.base_url, Redactor(api_key), None, {}, ResumeState(),  # type: ignore[arg-type]
+                    transport, prices, ShardBudget(client, config.max_cost_usd),
+                    Planned("", 0, False, 0), key_sent=bool(api_key),
+                )
+                self._pipeline = ShardPipeline(pre, client=client, outbox=self._outbox, inbox=self._inbox)
+                self._ready.set()
+                await self._pipeline.run_shard()
 
         def work() -> None:
             try:
                 _event_loop_runner()(main())
-                assert self._runner is not None
-                self._outcome = self._runner.outcome()
+                assert self._pipeline is not None
+                self._outcome = self._pipeline.outcome()
             except BaseException:  # handed to the driver: it stops the job with it
                 self._outcome = {"error": traceback.format_exc(limit=8)}
             finally:
@@ -293,13 +313,15 @@ class Shard:
     def exchange(self, acked: int, requests: list[Request], end: bool, stop: tuple[str, str] | None,
                  unavailable: dict[str, tuple[str, ...]]) -> dict[str, Any]:
         """Take new requests, the driver's acknowledgement and orders; give back finished records."""
-        loop, runner, inbox = self._loop, self._runner, self._inbox
-        if loop is not None and runner is not None and inbox is not None and self._outcome is None:
+        loop, pipeline, inbox = self._loop, self._pipeline, self._inbox
+        running = loop is not None and pipeline is not None and inbox is not None and self._outcome is None
+        if running:
+            assert loop is not None and pipeline is not None and inbox is not None
             calls: list[Any] = []
             if unavailable:
-                calls.append(lambda: [runner._unavailable.setdefault(m, f) for m, f in unavailable.items()])
+                calls.append(lambda: [pipeline.unavailable.setdefault(m, f) for m, f in unavailable.items()])
             if stop is not None:
-                calls.append(lambda: runner.stop(*stop))
+                calls.append(lambda: pipeline.stop(*stop))
             if requests:
                 calls.append(lambda: inbox.put_nowait(requests))
             if end:
@@ -307,15 +329,15 @@ class Shard:
             for call in calls:
                 loop.call_soon_threadsafe(call)
         freed, records, last, events = self._outbox.take(acked, _POLL_S)
-        if freed and loop is not None and runner is not None and self._outcome is None:
-            gate = runner._limits.gate
-            loop.call_soon_threadsafe(gate.acked, freed)  # type: ignore[attr-defined]
+        if freed and running and loop is not None and pipeline is not None:
+            loop.call_soon_threadsafe(pipeline._gate.acked, freed)
         done = self._outcome is not None and self._outbox.empty_after(last)
+        stopped = pipeline is not None and pipeline.stop_kind is not None
         return {
             "records": records, "last": last, "events": events,
-            "queued": runner.queued() + len(requests) if runner is not None else len(requests),
-            "unavailable": dict(runner._unavailable) if runner is not None else {},
-            "stop": (runner._stop_kind, runner._stop_message) if runner is not None and runner._stop_kind else None,
+            "queued": (pipeline.queued() if pipeline is not None else 0) + len(requests),
+            "unavailable": dict(pipeline.unavailable) if pipeline is not None else {},
+            "stop": (pipeline.stop_kind, pipeline.stop_message) if stopped and pipeline else None,
             "outcome": self._outcome if done else None,
         }
 
