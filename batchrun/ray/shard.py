@@ -327,10 +327,10 @@ class Shard:
             if end:
                 calls.append(lambda: inbox.put_nowait(None))
             for call in calls:
-                loop.call_soon_threadsafe(call)
+                _call_soon(loop, call)
         freed, records, last, events = self._outbox.take(acked, _POLL_S)
         if freed and running and loop is not None and pipeline is not None:
-            loop.call_soon_threadsafe(pipeline._gate.acked, freed)
+            _call_soon(loop, lambda: pipeline._gate.acked(freed))
         done = self._outcome is not None and self._outbox.empty_after(last)
         stopped = pipeline is not None and pipeline.stop_kind is not None
         return {
@@ -340,6 +340,12 @@ class Shard:
             "stop": (pipeline.stop_kind, pipeline.stop_message) if stopped and pipeline else None,
             "outcome": self._outcome if done else None,
         }
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, call: Any) -> None:
+    """Run ``call`` on the engine's loop; nothing when the engine just ended (its loop closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(call)
 
 
 def _event_loop_runner() -> Any:
