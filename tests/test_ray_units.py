@@ -173,3 +173,34 @@ def test_a_dead_shards_allowance_counts_as_spent() -> None:
     assert coordinator.lease(1, Report(want_units=60, min_units=10)).budget == "wait"
     coordinator.lease(0, Report(spent_units=40))
     assert coordinator.lease(1, Report(want_units=60, min_units=10)).budget == "out"
+
+
+def test_ray_and_shards_from_the_job_file_the_flags_and_the_api(tmp_path, monkeypatch) -> None:
+    from batchrun.api import _config
+    from batchrun.config import load_config
+    from batchrun.errors import ConfigError
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "prompt": "hi"}\n')
+    job = tmp_path / "job.toml"
+    job.write_text(f'input = "{source}"\nray = "auto"\nshards = 3\n')
+    config = load_config(job)
+    assert (config.ray_address, config.shards) == ("auto", 3)
+    assert load_config(job, {"ray_address": "10.0.0.5:6379"}).ray_address == "10.0.0.5:6379"
+    assert _config(source, {"ray_address": "auto", "shards": 2}).shards == 2
+    with pytest.raises(ConfigError, match="shards needs ray"):
+        _config(source, {"shards": 2})
+    with pytest.raises(ConfigError, match="shards must be a whole number"):
+        _config(source, {"ray_address": "auto", "shards": 0})
+
+
+def test_ray_missing_is_one_line_saying_what_to_install(monkeypatch) -> None:
+    import sys
+
+    from batchrun.errors import ConfigError
+    from batchrun.ray.cluster import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra looks like
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # not a local cluster: no token is set
+    with pytest.raises(ConfigError, match=r"pip install 'batchrun\[ray\]'"):
+        import_ray("auto")
