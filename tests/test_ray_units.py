@@ -204,3 +204,13 @@ def test_ray_missing_is_one_line_saying_what_to_install(monkeypatch) -> None:
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # not a local cluster: no token is set
     with pytest.raises(ConfigError, match=r"pip install 'batchrun\[ray\]'"):
         import_ray("auto")
+
+
+def test_the_core_never_imports_ray() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, batchrun, batchrun.cli, batchrun.api; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

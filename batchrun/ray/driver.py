@@ -134,6 +134,7 @@ class DriverPipeline(Pipeline):
         self._running = count
         self._seen_notices: set[str] = set()
         self.lease_calls = 0
+        self.exchanges = 0
 
     def stop(self, kind: str = ErrorKind.INTERRUPTED, message: str = "interrupted") -> None:
         super().stop(kind, message)
@@ -158,8 +159,8 @@ class DriverPipeline(Pipeline):
             writer.flush()
             self.summary.not_run += sum(map(len, self._buffers)) + sum(map(len, self._unfinished))
         stats = await result_of(shards.coordinator.stats.remote())
-        self._emit(Notice(f"ray: {shards.count} shards, {stats['calls']:,} coordinator calls, "
-                          f"{shards.restarts} restarts"))
+        self._emit(Notice(f"ray: {shards.count} shards, {self.exchanges:,} exchanges with them, "
+                          f"{stats['calls']:,} coordinator calls, {shards.restarts} restarts"))
 
     def _share(self) -> int:
         return math.ceil(self.config.concurrency / max(self._running, 1))
@@ -220,6 +221,7 @@ class DriverPipeline(Pipeline):
                 acked, room, ended = 0, self._share(), False
                 continue
             ended = ended or end
+            self.exchanges += 1
             self._take(index, reply)
             acked = reply["last"]
             room = self._share() - reply["queued"]
@@ -273,7 +275,13 @@ class DriverPipeline(Pipeline):
             return False
         self._emit(Notice(f"shard {index} died ({type(exc).__name__}); starting it again, "
                           f"{len(unfinished):,} requests to send again"))
-        await shards.respawn(index)
+        try:
+            await asyncio.wait_for(shards.respawn(index), _START_TIMEOUT_S)
+        except (asyncio.TimeoutError, shards.ray.exceptions.RayError) as failure:
+            self._running -= 1
+            self.stop("shard_lost", f"shard {index} could not be started again "
+                      f"({type(failure).__name__}); run again to resume")
+            return False
         self._buffers[index].extendleft(reversed(list(unfinished.values())))
         unfinished.clear()
         return True
