@@ -87,8 +87,7 @@ class ShardSet:
         self.restarts = 0
 
     def describe(self) -> str:
-        nodes = f"{self.nodes} node" + ("s" if self.nodes != 1 else "")
-        return f"ray: {self.count} shards on {nodes} (ready in {self.startup_s:.1f} s)"
+        return f"ray: {_count(self.count, 'shard')} on {_count(self.nodes, 'node')} (ready in {self.startup_s:.1f} s)"
 
     async def start(self, actor: Any) -> None:
         config = replace(self.config, base_url=self.pre.base_url, log_path=None)
@@ -159,7 +158,7 @@ class DriverPipeline(Pipeline):
             writer.flush()
             self.summary.not_run += sum(map(len, self._buffers)) + sum(map(len, self._unfinished))
         stats = await result_of(shards.coordinator.stats.remote())
-        self._emit(Notice(f"ray: {shards.count} shards, {self.exchanges:,} exchanges with them, "
+        self._emit(Notice(f"ray: {_count(shards.count, 'shard')}, {self.exchanges:,} exchanges with them, "
                           f"{stats['calls']:,} coordinator calls, {shards.restarts} restarts"))
 
     def _share(self) -> int:
@@ -334,6 +333,10 @@ class RayDriver(Runner):
         if self.config.use_sim:
             return self._api_key or SIM_KEY
         return self._api_key or api_key_from_env(self.config)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def _manifest_on_disk(pre: Preflight) -> dict[str, Any]:

@@ -103,6 +103,7 @@ def test_a_killed_shard_is_restarted_and_repays_at_most_its_in_flight(ray_cluste
     assert "died (" in log.read_text() and "starting it again" in log.read_text()
     _exactly_once(out, n)
     repaid = sim.ledger.counts()["billed"] - n
+    print(f"shard kill: re-paid {repaid} (bound {concurrency // 2})")
     assert 0 <= repaid <= concurrency // 2, repaid  # that shard's share of the window
 
     again = _run(ray_cluster, job, "--ray", ray_cluster.address, "--no-progress")
@@ -130,6 +131,7 @@ def test_a_killed_driver_repays_at_most_what_was_in_flight_and_resumes_without_r
     assert rerun.returncode == 0, rerun.stderr
     _exactly_once(out, n)
     repaid = sim.ledger.counts()["billed"] - n
+    print(f"driver kill: re-paid {repaid} (bound {concurrency})")
     assert 0 <= repaid <= concurrency, repaid
 
 
