@@ -133,7 +133,7 @@ def test_the_budget_is_split_by_demand_and_never_passed() -> None:
     sent = [0, 0]
     rng = random.Random(3)
     pending = [0, 0]
-    out = set()
+    out: set[int] = set()
     for _ in range(100_000):
         if len(out) == 2:
             break
