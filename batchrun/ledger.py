@@ -24,6 +24,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError, JobStopped, OutputLocked, ResumeMismatch
+from batchrun.fdlimit import is_too_many_files, too_many_files_hint
 from batchrun.idset import IdSet
 
 try:
@@ -120,10 +121,15 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if is_too_many_files(exc):  # the results are safe; the rewrite waits for the next run
+            raise JobStopped(f"cannot rewrite {path}: {too_many_files_hint(exc)}", "output_error") from None
+        raise
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -158,6 +164,12 @@ class Ledger:
             self._scan(state)
             self._results_fd = self._open_append(self.paths["results"])
             self._errors_fd = self._open_append(self.paths["errors"])
+        except OSError as exc:
+            self.close()
+            if is_too_many_files(exc):  # nothing was sent yet: a setting to fix, not a traceback
+                raise ConfigError(f"cannot open the output {self.paths['results']}: "
+                                  f"{too_many_files_hint(exc)}") from None
+            raise
         except BaseException:
             self.close()
             raise
@@ -167,6 +179,8 @@ class Ledger:
         try:
             return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
+            if is_too_many_files(exc):
+                raise ConfigError(f"cannot open the output {path}: {too_many_files_hint(exc)}") from None
             raise ConfigError(f"cannot write the output {path}: {exc.strerror or exc}") from None
 
     def _lock(self) -> None:
@@ -174,6 +188,8 @@ class Ledger:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if is_too_many_files(exc):
+                raise ConfigError(f"cannot open {path}: {too_many_files_hint(exc)}") from None
             raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from None
         if fcntl is not None:
             try:
@@ -266,12 +282,17 @@ class Ledger:
     def compact_errors(self, done_ids: Container[str]) -> int:
         """Rewrite the errors file to hold one line (the last) per id that has no result; count them."""
         path = self.paths["errors"]
-        last, total = last_error_lines(path, done_ids)
-        if len(last) == total:
-            return total
-        keep = set(last.values())
-        with open(path, "rb") as f:
-            data = b"".join(line for number, line in enumerate(f, 1) if number in keep)
+        try:
+            last, total = last_error_lines(path, done_ids)
+            if len(last) == total:
+                return total
+            keep = set(last.values())
+            with open(path, "rb") as f:
+                data = b"".join(line for number, line in enumerate(f, 1) if number in keep)
+        except OSError as exc:
+            if is_too_many_files(exc):  # the results are safe; the next run compacts the errors
+                raise JobStopped(f"cannot compact {path}: {too_many_files_hint(exc)}", "output_error") from None
+            raise
         _write_atomic(path, data)
         return len(last)
 

@@ -30,6 +30,7 @@ from batchrun.errors import (
     TransportFailure,
 )
 from batchrun.events import EventHandler, Finished, Notice, Planned, Retrying
+from batchrun.fdlimit import fit_open_files
 from batchrun.idset import IdSet
 from batchrun.inputs import fingerprint, iter_lines, measure, open_input, readable
 from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
@@ -114,6 +115,11 @@ class Runner:
 
     async def run(self) -> RunResult:
         config = self.config
+        # Before the simulator starts: it inherits the raised open-file limit.
+        files = fit_open_files(config.concurrency)
+        self._limits.cap_concurrency(files.connections)
+        if files.notice:
+            self._emit(Notice(files.notice))
         async with contextlib.AsyncExitStack() as stack:
             base_url, api_key = await self._endpoint(stack)
             self._secret = api_key.encode() if api_key and len(api_key) >= 8 else b""
@@ -131,7 +137,7 @@ class Runner:
             self.summary.already_done = len(state.done_ids)
             transport = await stack.enter_async_context(
                 Transport(
-                    base_url, api_key, connections=config.concurrency, timeout_s=config.timeout_s,
+                    base_url, api_key, connections=files.connections, timeout_s=config.timeout_s,
                     headers=config.headers, stream_idle_s=config.stream_idle_s,
                     env_proxy=not config.use_sim,  # a proxy cannot reach our own loopback child
                 )
@@ -475,7 +481,9 @@ class Runner:
             self._finish(item, None)
             return
         if kind == ErrorKind.RATE_LIMITED:
-            self._limits.on_rate_limited(verdict.retry_after, over_limit=verdict.over_limit)
+            self._limits.on_rate_limited(
+                verdict.retry_after, over_limit=verdict.over_limit, upstream=verdict.upstream
+            )
         if kind in RETRYABLE_KINDS:
             if self._stop_kind is not None:
                 log("left")

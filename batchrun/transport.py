@@ -30,6 +30,7 @@ import orjson
 from batchrun import __version__
 from batchrun.config import DEFAULT_STREAM_IDLE_S
 from batchrun.errors import ConfigError, ErrorKind, TransportFailure
+from batchrun.fdlimit import is_too_many_files, too_many_files_hint
 from batchrun.sse import StreamAssembler
 
 __all__ = ["Reply", "Transport", "chat_url", "translate_errors"]
@@ -106,6 +107,14 @@ def _failure(exc: BaseException, timeout_s: float) -> TransportFailure | None:
             ErrorKind.CONNECTION_ERROR,
             f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
             f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError) and is_too_many_files(exc.os_error):
+        exc = exc.os_error
+    if isinstance(exc, OSError) and is_too_many_files(exc):
+        # Every new connection would fail alike: stop cleanly (exit 3) rather than fail each line.
+        return TransportFailure(
+            ErrorKind.CONNECTION_ERROR, f"cannot open a connection: {too_many_files_hint(exc)}",
+            stops_job=True,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}")
