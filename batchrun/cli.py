@@ -352,6 +352,7 @@ def sim_command(
     fault: list[str] = typer.Option([], "--fault", help="Inject a fault at a rate, e.g. --fault 429=0.02 --fault 500=0.01."),
     seed: int = typer.Option(0, "--seed", help="Seed for latency jitter and faults."),
     retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected faults."),
+    upstream_429_headers: str = typer.Option("retry-after", "--upstream-429-headers", help="How the 429 fault (an upstream provider's, as OpenRouter relays it) carries X-RateLimit-*: retry-after (not at all), ratelimit (in the headers), metadata (in error.metadata.headers) or mix (the three in turn)."),
     credits: Optional[float] = typer.Option(None, "--credits", help="USD of credits; 402 once spent."),
     api_key: list[str] = typer.Option([], "--api-key", help="Accept only these keys (default: any)."),
     dialect: str = typer.Option("openrouter", "--dialect", help="openrouter (/api/v1, usage.cost, /key), openai (/v1, no cost, unknown fields refused) or plain (/v1, no cost, no key: llama.cpp, vLLM, Ollama)."),
@@ -369,6 +370,7 @@ def sim_command(
         config = SimConfig(
             port=port, latency_s=latency, latency_jitter_s=jitter, rpm=rpm, tpm=tpm,
             rate_window_s=rate_window, faults=parse_faults(fault), seed=seed, retry_after_s=retry_after,
+            upstream_429_headers=upstream_429_headers,
             credits_usd=credits, api_keys=frozenset(api_key) if api_key else None,
             dialect=dialect,  # type: ignore[arg-type]  # checked by SimConfig
             report_cost=not no_cost,
