@@ -19,8 +19,22 @@ def _metadata(ans: Answer) -> dict[str, Any]:
     return metadata
 
 
-def _reset_s(value: str) -> float:
-    return int(value) / 1000 - time.time()  # epoch milliseconds, as OpenRouter sends
+def _reset_s(ans: Answer, value: str) -> float:
+    """The reset (epoch milliseconds, as OpenRouter sends) minus the time the request was sent."""
+    return int(value) / 1000 - ans.sent_at  # type: ignore[attr-defined]
+
+
+def _send(base_url: str, text: str) -> Answer:
+    sent_at = time.time()
+    ans = call(base_url, user(text, max_tokens=4))
+    ans.sent_at = sent_at  # type: ignore[attr-defined]
+    ans.took = time.time() - sent_at  # type: ignore[attr-defined]
+    return ans
+
+
+def _check_reset(ans: Answer, value: str) -> None:
+    # Retry-After (2 s) from the moment the simulator answered, rounded up to a millisecond.
+    assert 2.0 <= _reset_s(ans, value) <= 2.0 + ans.took + 0.002  # type: ignore[attr-defined]
 
 
 def _retry_after_only(ans: Answer) -> None:
@@ -29,7 +43,7 @@ def _retry_after_only(ans: Answer) -> None:
 
 def _in_headers(ans: Answer) -> None:
     assert ans.headers["X-RateLimit-Remaining"] == "0" and ans.headers["X-RateLimit-Limit"]
-    assert 0 < _reset_s(ans.headers["X-RateLimit-Reset"]) <= 2.0
+    _check_reset(ans, ans.headers["X-RateLimit-Reset"])
     assert "headers" not in _metadata(ans)
 
 
@@ -37,7 +51,7 @@ def _in_metadata(ans: Answer) -> None:
     assert "X-RateLimit-Remaining" not in ans.headers
     inner = _metadata(ans)["headers"]
     assert inner["X-RateLimit-Remaining"] == "0" and inner["Retry-After"] == "2"
-    assert 0 < _reset_s(inner["X-RateLimit-Reset"]) <= 2.0
+    _check_reset(ans, inner["X-RateLimit-Reset"])
 
 
 @pytest.mark.parametrize(
@@ -49,7 +63,7 @@ def test_each_header_style_is_an_upstream_429_to_batchrun(
 ) -> None:
     config = SimConfig(faults={"429": 1.0}, retry_after_s=2.0, upstream_429_headers=style)
     with SimServer(config) as sim:
-        ans = call(sim.base_url, user("hello", max_tokens=4))
+        ans = _send(sim.base_url, "hello")
     assert ans.status == 429 and ans.headers["Retry-After"] == "2"
     assert _metadata(ans)["limit_source"] == "upstream_provider_shared_pool"
     check(ans)
@@ -61,9 +75,9 @@ def test_each_header_style_is_an_upstream_429_to_batchrun(
 def test_mix_rotates_the_three_styles_and_restarts_on_reset() -> None:
     config = SimConfig(faults={"429": 1.0}, retry_after_s=2.0, upstream_429_headers="mix")
     with SimServer(config) as sim:
-        seen = [call(sim.base_url, user(f"line {i}", max_tokens=4)) for i in range(4)]
+        seen = [_send(sim.base_url, f"line {i}") for i in range(4)]
         call(sim.base_url, path="/_sim/reset")
-        after_reset = call(sim.base_url, user("again", max_tokens=4))
+        after_reset = _send(sim.base_url, "again")
     for ans, check in zip(seen, [_retry_after_only, _in_headers, _in_metadata, _retry_after_only]):
         check(ans)
     _retry_after_only(after_reset)
