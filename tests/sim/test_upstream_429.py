@@ -78,7 +78,7 @@ def test_mix_rotates_the_three_styles_and_restarts_on_reset() -> None:
         seen = [_send(sim.base_url, f"line {i}") for i in range(4)]
         call(sim.base_url, path="/_sim/reset")
         after_reset = _send(sim.base_url, "again")
-    for ans, check in zip(seen, [_retry_after_only, _in_headers, _in_metadata, _retry_after_only]):
+    for ans, check in zip(seen, [_retry_after_only, _in_headers, _in_metadata, _retry_after_only], strict=True):
         check(ans)
     _retry_after_only(after_reset)
 
