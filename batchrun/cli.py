@@ -3,9 +3,6 @@ typer and tqdm; it catches only BatchrunError (and click's usage errors) and pri
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +13,7 @@ import typer
 from tqdm import tqdm
 
 from batchrun import __version__
+from batchrun.api import run as run_job
 from batchrun.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
@@ -24,13 +22,20 @@ from batchrun.config import (
 )
 from batchrun.errors import BatchrunError, ConfigError
 from batchrun.events import Event, Finished, Notice, Planned, Retrying
-from batchrun.runner import Runner, RunResult
 from batchrun.status import job_status
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,unused-ignore]
+try:  # click >= 8.2 raises it for a bare command with no_args_is_help; older ones print the help
+    from typer._click.exceptions import NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    try:
+        from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef,unused-ignore]
+    except ImportError:
+        class NoArgsIsHelpError(UsageError):  # type: ignore[no-redef]
+            """Never raised by this click: a stand-in so ``main`` can name it."""
 
 app = typer.Typer(
     add_completion=False,
@@ -39,6 +44,26 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Run large prompt sets against OpenAI-compatible chat APIs: rate-limited, resumable, exactly once.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"batchrun {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print batchrun's version and exit."),
+) -> None:
+    """Run large prompt sets against OpenAI-compatible chat APIs: rate-limited, resumable, exactly once."""
+
+
+_SYSTEM_HELP = "System prompt for lines that have none (as system = in a job file; not for OpenAI batch lines)."
+_TEMPLATE_HELP = "Prompt template filled from each row's fields, e.g. 'Label: {text}' (as template = in a job file)."
+_RPM_HELP = "Requests per minute ceiling; 0: none, clearing the job file's [default: none; adapts to 429s]."
+_TPM_HELP = "Tokens per minute ceiling (prompt estimate + max_tokens); 0: none, clearing the job file's."
 
 
 def _say(message: str) -> None:
@@ -65,19 +90,20 @@ class _Display:
         self._progress = progress and sys.stderr.isatty()
         self._quiet = not progress
         self._bar: tqdm | None = None
-        self._runner: Runner | None = None
+        self._tokens = 0
+        self._cost = 0.0
+        self._started = time.monotonic()
         self._failures = 0
         self._retries = 0
         self._last_note = 0.0
         self._done = 0
         self._total = 0
 
-    def attach(self, runner: Runner) -> None:
-        self._runner = runner
-
     def __call__(self, event: Event) -> None:
         if isinstance(event, Finished):
             self._done += 1
+            self._tokens += event.tokens
+            self._cost += event.cost_usd
             if event.kind is not None:
                 self._failures += 1
             if self._bar is not None:
@@ -89,6 +115,7 @@ class _Display:
         elif isinstance(event, Retrying):
             self._retries += 1
         elif isinstance(event, Planned):
+            self._started = time.monotonic()
             _say(f"batchrun: {event.text}")
             self._total = max(event.total_lines - event.already_done, 0)
             if self._progress:
@@ -97,19 +124,15 @@ class _Display:
         elif isinstance(event, Notice):
             if self._bar is not None:
                 self._bar.write(f"batchrun: {event.message}", file=sys.stderr)
-            elif not self._quiet or "stopping" in event.message:
+            elif not self._quiet or event.important:
                 _say(f"batchrun: {event.message}")
 
     def _refresh(self) -> None:
-        summary = self._runner.summary if self._runner else None
-        if summary is None:
-            return
-        tokens = summary.prompt_tokens + summary.completion_tokens
-        text = f"tok {tokens:,} ${summary.cost_usd:.4f} fail {self._failures} retry {self._retries}"
+        text = f"tok {self._tokens:,} ${self._cost:.4f} fail {self._failures} retry {self._retries}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
         elif not self._quiet:
-            elapsed = time.monotonic() - summary.started
+            elapsed = time.monotonic() - self._started
             rate = self._done / elapsed if elapsed > 0 else 0.0
             _say(f"batchrun: {self._done:,}/{self._total:,} done, {rate:,.1f} req/s, {text}")
 
@@ -120,37 +143,6 @@ class _Display:
             self._bar.close()
 
 
-def _event_loop_runner() -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
-def _run_with_signals(runner: Runner) -> tuple[RunResult, int | None]:
-    """Run the job; the first Ctrl-C/SIGTERM drains in-flight requests, a second quits at once."""
-    received: list[int] = []
-
-    async def main() -> RunResult:
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if len(received) > 1:
-                _say("batchrun: second interrupt: quitting now (a rerun repairs and resumes)")
-                os._exit(128 + signum)
-            runner.stop(message=f"{signal.Signals(signum).name}: finishing requests in flight "
-                        "(interrupt again to quit at once)")
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        return await runner.run()
-
-    result = _event_loop_runner()(main())
-    return result, (received[0] if received else None)
-
-
 @app.command()
 def run(
     target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv, .tsv)."),
@@ -159,8 +151,8 @@ def run(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."),
     sim: bool = typer.Option(False, "--sim", help="Run against the built-in OpenRouter simulator on loopback (no key, no cost)."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the key [default: OPENROUTER_API_KEY, sent to OpenRouter only]."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling [default: none; adapts to 429s]."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling (prompt estimate + max_tokens)."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help=_RPM_HELP),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help=_TPM_HELP),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
     max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help=f"Attempts per line, the first included [default: {DEFAULT_MAX_ATTEMPTS}]."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT_S:g}]."),
@@ -172,6 +164,8 @@ def run(
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
     keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
+    system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
+    template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
@@ -186,24 +180,20 @@ def run(
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
+        "system": system, "template": template,
     }
     config = load_config(target, overrides)
-    if hasattr(signal, "SIGXFSZ"):
-        # A file-size limit must surface as a write error (a clean stop), not kill the process.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     display = _Display(progress=not no_progress)
-    runner = Runner(config, on_event=display)
-    display.attach(runner)
     try:
-        result, signum = _run_with_signals(runner)
+        result = run_job(config, on_event=display)
     finally:
         display.close()
     for line in result.summary.lines():
         _say(f"batchrun: {line}")
-    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if result.errors.exists() and result.errors.stat().st_size else ""))
+    written_errors = result.errors.exists() and result.errors.stat().st_size
+    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if written_errors else ""))
     code = result.exit_code
-    if code == 130 and signum is not None:
-        code = 128 + signum
+    if code in (130, 143):
         _say("batchrun: interrupted; run the same command again to resume")
     elif result.message:
         _say(f"batchrun: {result.message}")
@@ -264,14 +254,16 @@ def estimate(
     target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="The server whose prices --fetch-prices asks for (as for run)."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help=_RPM_HELP),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help=_TPM_HELP),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N lines, as run --limit would."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The run's results file (ids it already has are not counted)."),
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value, as for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
     fetch_prices: bool = typer.Option(False, "--fetch-prices", help="Ask the server's GET /models for prices now (the one network call); otherwise the list the last run cached is used."),
+    system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
+    template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
 ) -> None:
     """A dry run: requests, input tokens, worst-case output tokens, cost range and duration.
 
@@ -283,6 +275,7 @@ def estimate(
     overrides: dict[str, Any] = {
         "output": output, "model": model, "rpm": rpm, "tpm": tpm, "concurrency": concurrency,
         "limit": limit, "params": _parse_params(param), "base_url": base_url,
+        "system": system, "template": template,
     }
     config = load_config(target, overrides)
     result = estimate_job(config, price_book(config, fetch=fetch_prices))
@@ -359,11 +352,30 @@ def sim_command(
     no_cost: bool = typer.Option(False, "--no-cost", help="Send usage.cost as null (OpenRouter allows it): clients price tokens themselves."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
+    no_batch_api: bool = typer.Option(False, "--no-batch-api", help="Serve no /batches routes (a server without a Batch API)."),
+    batch_validating: float = typer.Option(0.5, "--batch-validating", metavar="S", help="Batch API: seconds a new batch stays validating (then the second-stage checks run)."),
+    batch_processing: float = typer.Option(3.0, "--batch-processing", metavar="S", help="Batch API: seconds from create to completed."),
+    batch_visibility: float = typer.Option(1.0, "--batch-visibility", metavar="S", help="Batch API: seconds a new batch answers 404 on GET and is missing from lists."),
+    batch_first_visibility: Optional[float] = typer.Option(None, "--batch-first-visibility", metavar="S", help="Batch API: the first batch's own visibility lag (crash-recovery demos)."),
+    batch_list_cache: float = typer.Option(10.0, "--batch-list-cache", metavar="S", help="Batch API: seconds a list answer is cached per query string."),
+    batch_expiry: Optional[float] = typer.Option(None, "--batch-expiry", metavar="S", help="Batch API: rows not run this long after create expire (default 24 h, 96 h on Google)."),
+    batch_cancel: float = typer.Option(0.5, "--batch-cancel", metavar="S", help="OpenAI batches: seconds cancelling lasts."),
+    batch_row_fault: list[str] = typer.Option([], "--batch-row-fault", metavar="KIND=RATE", help="Fail batch rows at a rate: 429, 500, timeout (row error) or 400 (response.status_code)."),
+    batch_fault: list[str] = typer.Option([], "--batch-fault", metavar="KIND=RATE", help="Faults of the batch routes: 429 (Retry-After), 500, drop (done, reply lost)."),
+    batch_lost_replies: int = typer.Option(0, "--batch-lost-replies", metavar="N", help="The first N batch creates persist their batch but drop the reply."),
+    batch_max_requests: Optional[int] = typer.Option(None, "--batch-max-requests", metavar="N", help="Requests per batch (default 5,000 OpenRouter, 50,000 OpenAI); 413 above."),
+    batch_max_bytes: int = typer.Option(200_000_000, "--batch-max-bytes", metavar="N", help="Bytes per batch create or file; 413 above."),
+    batch_token_limit: Optional[int] = typer.Option(None, "--batch-token-limit", metavar="N", help="OpenAI batches: enqueued prompt tokens per model before token_limit_exceeded."),
 ) -> None:
-    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests)."""
+    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests), Batch APIs included."""
     from batchrun.sim import SimConfig
     from batchrun.sim.__main__ import serve_forever
-    from batchrun.sim.config import parse_faults
+    from batchrun.sim.config import (
+        BATCH_FAULT_KINDS,
+        BATCH_ROW_FAULT_KINDS,
+        parse_faults,
+        parse_rates,
+    )
     from batchrun.sim.server import server_ssl_context
 
     try:
@@ -376,6 +388,14 @@ def sim_command(
             report_cost=not no_cost,
             tls_cert=None if tls_cert is None else str(tls_cert),
             tls_key=None if tls_key is None else str(tls_key),
+            batch_api=not no_batch_api, batch_validating_s=batch_validating,
+            batch_processing_s=batch_processing, batch_visibility_s=batch_visibility,
+            batch_first_visibility_s=batch_first_visibility, batch_list_cache_s=batch_list_cache,
+            batch_expiry_s=batch_expiry, batch_cancel_s=batch_cancel,
+            batch_row_faults=parse_rates(batch_row_fault, BATCH_ROW_FAULT_KINDS, "--batch-row-fault"),
+            batch_faults=parse_rates(batch_fault, BATCH_FAULT_KINDS, "--batch-fault"),
+            batch_lost_replies=batch_lost_replies, batch_max_requests=batch_max_requests,
+            batch_max_bytes=batch_max_bytes, batch_enqueued_token_limit=batch_token_limit,
         )
         server_ssl_context(config)  # a bad PEM file is a usage error, not a traceback once serving
     except ValueError as exc:
@@ -397,6 +417,9 @@ def main() -> None:
     try:
         code = command.main(args=_watch_value_optional(sys.argv[1:]), prog_name="batchrun", standalone_mode=False)
     except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except NoArgsIsHelpError as exc:  # bare `batchrun`: the help, as click prints it, and exit 2
+        exc.show()
         sys.exit(exc.exit_code)
     except UsageError as exc:
         hint = f" (see: batchrun {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.info_name != "batchrun" else " (see: batchrun --help)"

@@ -65,7 +65,7 @@ class Runner:
         # Before the simulator starts: it inherits the raised open-file limit.
         files = fit_open_files(config.concurrency)
         if files.notice:
-            self._emit(Notice(files.notice))
+            self._emit(Notice(files.notice, important=True))
         async with contextlib.AsyncExitStack() as stack:
             pre = await preflight(
                 config, stack, api_key=self._api_key, emit=self._emit, connections=files.connections
