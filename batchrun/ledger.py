@@ -120,11 +120,11 @@ def _writable(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         if is_too_many_files(exc):
-            raise ConfigError(f"cannot open the output {path}: {too_many_files_hint(exc)}") from None
+            raise ConfigError(f"cannot open the output {path}: {too_many_files_hint(exc)}") from exc
         raise ConfigError(
             f"cannot write the output {path}: {exc.strerror or exc} "
             "(make it writable, or choose another output with -o)"
-        ) from None
+        ) from exc
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -147,7 +147,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         if is_too_many_files(exc):  # the results are safe; the rewrite waits for the next run
             raise JobStopped(
                 f"cannot rewrite {path}: {too_many_files_hint(exc)}", ErrorKind.OUTPUT_ERROR
-            ) from None
+            ) from exc
         raise
     os.replace(tmp, path)
     _fsync_dir(path.parent)
@@ -176,7 +176,7 @@ class Ledger:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from exc
         self._lock()
         try:
             state = ResumeState()
@@ -192,7 +192,7 @@ class Ledger:
             self.close()
             if is_too_many_files(exc):  # nothing was sent yet: a setting to fix, not a traceback
                 raise ConfigError(f"cannot open the output {self.paths['results']}: "
-                                  f"{too_many_files_hint(exc)}") from None
+                                  f"{too_many_files_hint(exc)}") from exc
             raise
         except BaseException:
             self.close()
@@ -209,8 +209,8 @@ class Ledger:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             if is_too_many_files(exc):
-                raise ConfigError(f"cannot open {path}: {too_many_files_hint(exc)}") from None
-            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from None
+                raise ConfigError(f"cannot open {path}: {too_many_files_hint(exc)}") from exc
+            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from exc
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -221,7 +221,7 @@ class Ledger:
                     raise OutputLocked(
                         f"another batchrun run (pid {holder}) is writing {self.paths['results']}; "
                         "wait for it or choose another output with -o"
-                    ) from None
+                    ) from exc
                 raise
         # The kernel drops a flock when its holder dies, so a killed run never leaves this stuck.
         os.ftruncate(fd, 0)
@@ -331,7 +331,7 @@ class Ledger:
             if is_too_many_files(exc):  # the results are safe; the next run compacts the errors
                 raise JobStopped(
                     f"cannot compact {path}: {too_many_files_hint(exc)}", ErrorKind.OUTPUT_ERROR
-                ) from None
+                ) from exc
             raise
         _write_atomic(path, data)
         return len(last)

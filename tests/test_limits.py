@@ -521,12 +521,15 @@ def test_successes_recover_gradually_up_to_the_ceilings() -> None:
     limits.on_success()
     assert limits.gate.limit == 12  # window 12.083
     assert limits.requests.rate == pytest.approx(10.05, abs=1e-12)
-    limits_seen, rates_seen = [], []
+    limits_seen: list[int] = []
+    rates_seen: list[float] = []
     for _ in range(400):
         clock.advance(0.05)
         limits.on_success()
         limits_seen.append(limits.gate.limit)
-        rates_seen.append(limits.requests.rate)
+        rate = limits.requests.rate
+        assert rate is not None
+        rates_seen.append(rate)
     assert limits_seen == sorted(limits_seen) and rates_seen == sorted(rates_seen)
     assert max(limits_seen) == 16 and limits.gate.limit == 16
     assert max(rates_seen) == 20.0 and limits.requests.rate == 20.0
@@ -569,7 +572,9 @@ def test_recovery_slows_to_a_probe_near_the_rate_the_server_refused() -> None:
     for _ in range(200):
         before = limits.requests.rate
         limits.on_success()
-        steps.append(round(limits.requests.rate - before, 9))
+        after = limits.requests.rate
+        assert before is not None and after is not None
+        steps.append(round(after - before, 9))
     fast, probe = AdaptiveLimits.recovery_per_success, AdaptiveLimits.probe_per_success
     # 9 → 9.5 (95 % of 10) at the fast step, then the probe step up to 11 (110 %), then fast again.
     assert steps[:10] == [fast] * 10
