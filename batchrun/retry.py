@@ -21,7 +21,6 @@ from batchrun.errors import ErrorKind
 __all__ = [
     "Verdict",
     "backoff",
-    "classify_failure",
     "classify_response",
     "names_upstream",
     "own_limit",
@@ -58,9 +57,6 @@ class Verdict:
     over_limit: bool = False  # the server says we hit the client's own limit: slow the whole pool
     upstream: bool = False  # a 429 from a busy provider behind the server: this request's alone
 
-    @property
-    def ok(self) -> bool:
-        return self.kind is None
 
 
 def classify_response(
@@ -76,11 +72,6 @@ def classify_response(
     if status == 200:
         return _classify_ok_status(body, schema_required)
     return _classify_error_status(status, _lowercase(headers), body, now)
-
-
-def classify_failure(kind: str, message: str) -> Verdict:
-    """A request with no complete answer (timeout, reset, torn body): always worth a retry."""
-    return Verdict(kind, message)
 
 
 def _parse_body(raw: bytes) -> Any:

@@ -36,7 +36,6 @@ __all__ = [
     "check_results_file",
     "final_records",
     "job_status",
-    "job_summary",
     "parse_stamp",
     "read_manifest",
     "run_active",
@@ -146,11 +145,6 @@ class _StampReader:
         if stamp != self._last:
             self._last, self._value = stamp, parse_stamp(stamp)
         return self._value
-
-
-def job_summary(output: Path) -> Summary:
-    """The summary of a job from its files: the same figures ``run`` prints at its end."""
-    return job_status(output, check_input=False).summary
 
 
 def read_manifest(output: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import os
 import ssl
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -67,7 +67,8 @@ class translate_errors:
     """Turn aiohttp's and the OS's exceptions into a TransportFailure of one error kind.
 
     A class, not ``@contextmanager``: it wraps every request, and a generator-based context
-    manager costs a few microseconds more each time.
+    manager costs a few microseconds more each time. The failure is raised ``from`` the original
+    exception, so a developer's traceback keeps the aiohttp cause; the user sees one line.
     """
 
     __slots__ = ("timeout_s",)
@@ -80,47 +81,86 @@ class translate_errors:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and (failure := _failure(exc, self.timeout_s)) is not None:
-            raise failure from None
+            raise failure from exc
+
+
+def _timeout(exc: BaseException, timeout_s: float) -> TransportFailure:
+    return TransportFailure(ErrorKind.TIMEOUT, f"no complete answer within {timeout_s:g} s")
+
+
+def _cut_off(exc: BaseException, timeout_s: float) -> TransportFailure:
+    return TransportFailure(ErrorKind.CONNECTION_ERROR, f"the response was cut off: {exc}")
+
+
+def _disconnected(exc: BaseException, timeout_s: float) -> TransportFailure:
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR, "the server closed the connection without answering"
+    )
+
+
+def _untrusted(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, aiohttp.ClientConnectorCertificateError)
+    reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+    # Every request would fail the same way: the job stops rather than retry each line.
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR,
+        f"the TLS certificate of {exc.host} is not trusted ({reason}): if a private CA or a "
+        "TLS-inspecting proxy signs it, set SSL_CERT_FILE to a PEM file holding that CA",
+        stops_job=True,
+    )
+
+
+def _no_proxy(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, aiohttp.ClientProxyConnectionError)
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR,
+        f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
+        f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
+        no_answer=True,
+    )
+
+
+def _no_connection(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, aiohttp.ClientConnectorError)
+    if is_too_many_files(exc.os_error):
+        return _out_of_files(exc.os_error, timeout_s)
+    return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}", no_answer=True)
+
+
+def _out_of_files(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, OSError)
+    # Every new connection would fail alike: stop cleanly (exit 3) rather than fail each line.
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR, f"cannot open a connection: {too_many_files_hint(exc)}",
+        stops_job=True,
+    )
+
+
+def _other(exc: BaseException, timeout_s: float) -> TransportFailure:
+    if isinstance(exc, OSError) and is_too_many_files(exc):
+        return _out_of_files(exc, timeout_s)
+    return TransportFailure(ErrorKind.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# The one mapping of low-level exceptions to batchrun's failures (after httpx's
+# HTTPCORE_EXC_MAP), most specific first: the first entry the exception is an instance of wins.
+EXCEPTION_MAP: tuple[tuple[type[BaseException], Callable[[BaseException, float], TransportFailure]], ...] = (
+    (asyncio.TimeoutError, _timeout),
+    (aiohttp.ClientPayloadError, _cut_off),
+    (aiohttp.ServerDisconnectedError, _disconnected),
+    (aiohttp.ClientConnectorCertificateError, _untrusted),
+    (aiohttp.ClientProxyConnectionError, _no_proxy),
+    (aiohttp.ClientConnectorError, _no_connection),
+    (aiohttp.ClientError, _other),
+    (OSError, _other),
+)
 
 
 def _failure(exc: BaseException, timeout_s: float) -> TransportFailure | None:
     """The TransportFailure an exception from a request stands for; None for other exceptions."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return TransportFailure(ErrorKind.TIMEOUT, f"no complete answer within {timeout_s:g} s")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"the response was cut off: {exc}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR, "the server closed the connection without answering"
-        )
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
-        # Every request would fail the same way: the job stops rather than retry each line.
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR,
-            f"the TLS certificate of {exc.host} is not trusted ({reason}): if a private CA or a "
-            "TLS-inspecting proxy signs it, set SSL_CERT_FILE to a PEM file holding that CA",
-            stops_job=True,
-        )
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR,
-            f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
-            f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
-            no_answer=True,
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError) and is_too_many_files(exc.os_error):
-        exc = exc.os_error
-    if isinstance(exc, OSError) and is_too_many_files(exc):
-        # Every new connection would fail alike: stop cleanly (exit 3) rather than fail each line.
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR, f"cannot open a connection: {too_many_files_hint(exc)}",
-            stops_job=True,
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}", no_answer=True)
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+    for kind, build in EXCEPTION_MAP:
+        if isinstance(exc, kind):
+            return build(exc, timeout_s)
     return None
 
 
@@ -154,7 +194,7 @@ def _ssl_context() -> ssl.SSLContext | bool:
         raise ConfigError(
             f"SSL_CERT_FILE={cafile} cannot be used as CA certificates ({exc.strerror or exc}): "
             "point it at a PEM file of CA certificates, or unset it"
-        ) from None
+        ) from exc
 
 
 async def _read_stream(
@@ -173,8 +213,8 @@ async def _read_stream(
             assembler.feed(chunk)
     except aiohttp.ClientPayloadError:
         pass  # the assembler reports the cut-off below
-    except asyncio.TimeoutError:
-        raise TransportFailure(ErrorKind.TIMEOUT, f"the stream sent nothing for {idle_s:g} s") from None
+    except asyncio.TimeoutError as exc:
+        raise TransportFailure(ErrorKind.TIMEOUT, f"the stream sent nothing for {idle_s:g} s") from exc
     body, error = assembler.result()
     if error is not None:
         if error["kind"] in (ErrorKind.CONNECTION_ERROR, ErrorKind.TIMEOUT):

@@ -10,7 +10,6 @@ import pytest
 from batchrun.retry import (
     Verdict,
     backoff,
-    classify_failure,
     classify_response,
     parse_duration,
     parse_retry_after,
@@ -220,7 +219,6 @@ def test_classify_response(
 ) -> None:
     verdict = classify_response(status, headers, raw, **kwargs)
     assert verdict.kind == kind
-    assert verdict.ok is (kind is None)
     if wait is None:
         assert verdict.retry_after is None
     else:
@@ -259,10 +257,6 @@ def test_classify_response_messages(status: int, raw: bytes, message: str) -> No
 def test_non_json_body_is_kept_as_text() -> None:
     verdict = classify_response(502, {}, HTML_502)
     assert verdict.body == HTML_502.strip().decode()
-
-
-def test_classify_failure_is_a_verdict_of_that_kind() -> None:
-    assert classify_failure("timeout", "no answer in 300 s") == Verdict("timeout", "no answer in 300 s")
 
 
 @pytest.mark.parametrize(
