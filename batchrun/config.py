@@ -206,7 +206,7 @@ def _read_job(path: Path) -> dict[str, Any]:
     for table in ("params", "headers", "pricing", "sim"):
         if not isinstance(job.get(table, {}), dict):
             raise ConfigError(f"[{table}] in {path} must be a table")
-    return job
+    return dict(job)
 
 
 def _sim_options(table: Mapping[str, Any], where: Path) -> dict[str, Any]:

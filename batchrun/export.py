@@ -15,7 +15,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -287,7 +287,7 @@ class _Columns:
 
 # -- writing --------------------------------------------------------------------------------------
 
-def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
+def _write_atomic(destination: Path, write: Callable[[Any], tuple[int, int]]) -> tuple[int, int]:
     if destination.is_dir():
         raise ConfigError(f"{destination} is a folder: give the export's file name with -o")
     try:

@@ -35,14 +35,14 @@ _KIND_COLORS = ["#d0453b", "#e6932e", "#8e5fb8", "#c23d80", "#1b9e9e", "#b89b2e"
 class ReportData:
     """Per-record figures of a job's final records, kept compactly (arrays, not records)."""
 
-    second: array = field(default_factory=lambda: array("q"))  # finished_at, epoch seconds
-    ok: array = field(default_factory=lambda: array("b"))  # 1 success, 0 failure
+    second: array[int] = field(default_factory=lambda: array("q"))  # finished_at, epoch seconds
+    ok: array[int] = field(default_factory=lambda: array("b"))  # 1 success, 0 failure
     kind: list[str | None] = field(default_factory=list)  # None: success
-    retried: array = field(default_factory=lambda: array("b"))  # 1: succeeded after a retry
-    cost: array = field(default_factory=lambda: array("d"))
-    latency: array = field(default_factory=lambda: array("d"))  # successes only
-    prompt_tokens: array = field(default_factory=lambda: array("q"))  # records with usage
-    completion_tokens: array = field(default_factory=lambda: array("q"))
+    retried: array[int] = field(default_factory=lambda: array("b"))  # 1: succeeded after a retry
+    cost: array[float] = field(default_factory=lambda: array("d"))
+    latency: array[float] = field(default_factory=lambda: array("d"))  # successes only
+    prompt_tokens: array[int] = field(default_factory=lambda: array("q"))  # records with usage
+    completion_tokens: array[int] = field(default_factory=lambda: array("q"))
     attempts: Counter[int] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
 
@@ -506,8 +506,8 @@ def _nice_step(raw: float, *, whole: bool = False) -> float:
         if whole and factor == 2.5 and magnitude < 10:
             continue  # counts get whole-number ticks
         if raw <= factor * magnitude:
-            return factor * magnitude
-    return 10 * magnitude
+            return float(factor * magnitude)
+    return float(10 * magnitude)
 
 
 def _nice_ticks(lo: float, hi: float, *, count: int = 5, inside: bool = False,

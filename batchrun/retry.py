@@ -91,7 +91,8 @@ def _lowercase(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _error_of(body: Any) -> dict[str, Any]:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body["error"]
+        error: dict[str, Any] = body["error"]
+        return error
     return {}
 
 
@@ -110,7 +111,7 @@ def _message_of(body: Any, fallback: str) -> str:
             return f"{message}: {raw[:300]}"
         return message
     if isinstance(body, dict) and isinstance(body.get("detail"), str) and body["detail"]:
-        return body["detail"][:300]  # FastAPI's error shape (llama-cpp-python's server, many proxies)
+        return str(body["detail"][:300])  # FastAPI's error shape (llama-cpp-python's server, many proxies)
     if isinstance(body, str) and body:
         if body.lstrip()[:1] == "<":
             return f"{fallback} (an HTML page, likely from a proxy)"
