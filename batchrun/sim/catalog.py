@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 
-__all__ = ["CATALOG", "DEFAULT_MODEL", "Model", "models_payload", "openai_models_payload", "price_string"]
+__all__ = [
+    "BATCH_DISCOUNT",
+    "BATCH_SUFFIX",
+    "CATALOG",
+    "DEFAULT_MODEL",
+    "Model",
+    "batch_variant",
+    "models_payload",
+    "openai_models_payload",
+    "price_string",
+]
 
 DEFAULT_MODEL = "google/gemini-2.0-flash-lite-001"
 
 _PER_M = 1e-6
+# Batch endpoints bill about half the sync price (batch-wire A10, B5); `:batch` is their catalog id.
+BATCH_DISCOUNT = 0.5
+BATCH_SUFFIX = ":batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +51,16 @@ class Model:
     modality: str = "text->text"
     tokenizer: str = "Other"
     providers: tuple[str, ...] = ()
+    # Providers with a `:batch` endpoint for this model, best (cheapest) first; empty: no batch.
+    batch_providers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.providers:
             object.__setattr__(self, "providers", (self.provider,))
         if self.provider not in self.providers:
             raise ValueError(f"{self.id}: provider {self.provider!r} is not in {self.providers}")
+        if not set(self.batch_providers) <= set(self.providers):
+            raise ValueError(f"{self.id}: batch providers {self.batch_providers} not in providers")
 
     @property
     def cache_read_price(self) -> float:
@@ -72,6 +89,7 @@ _MODELS = (
         max_completion_tokens=8192,
         tokenizer="Gemini",
         providers=("Google", "Google AI Studio"),
+        batch_providers=("Google",),
     ),
     Model(
         id="openai/gpt-4o-mini",
@@ -84,6 +102,7 @@ _MODELS = (
         max_completion_tokens=16384,
         tokenizer="GPT",
         providers=("OpenAI", "Azure"),
+        batch_providers=("OpenAI",),
     ),
     Model(
         id="anthropic/claude-3.5-haiku",
@@ -96,6 +115,7 @@ _MODELS = (
         max_completion_tokens=8192,
         tokenizer="Claude",
         providers=("Anthropic", "Amazon Bedrock"),
+        batch_providers=("Anthropic", "Amazon Bedrock"),
     ),
     Model(
         id="meta-llama/llama-3.1-8b-instruct:free",
@@ -134,6 +154,15 @@ _MODELS = (
 )
 
 CATALOG: Mapping[str, Model] = MappingProxyType({m.id: m for m in _MODELS})
+
+
+def batch_variant(model: Model) -> Model:
+    """Return the model as its batch endpoint bills it: the same id, half the per-token prices."""
+    return replace(
+        model,
+        prompt_price=model.prompt_price * BATCH_DISCOUNT,
+        completion_price=model.completion_price * BATCH_DISCOUNT,
+    )
 
 
 def price_string(usd_per_token: float) -> str:
@@ -188,8 +217,19 @@ def _model_json(m: Model) -> dict[str, Any]:
     }
 
 
+def _batch_json(m: Model) -> dict[str, Any]:
+    # A catalog variant of its own, as `anthropic/claude-haiku-4.5:batch` is (batch-wire A3.3).
+    doc = _model_json(batch_variant(m))
+    doc["id"] = doc["canonical_slug"] = m.id + BATCH_SUFFIX
+    doc["name"] = f"{m.name} (batch)"
+    return doc
+
+
 # Built once at import: GET /models is then a constant byte string.
-_MODELS_BODY = orjson.dumps({"data": [_model_json(m) for m in _MODELS if not m.retired]})
+_MODELS_BODY = orjson.dumps({
+    "data": [_model_json(m) for m in _MODELS if not m.retired]
+    + [_batch_json(m) for m in _MODELS if not m.retired and m.batch_providers]
+})
 
 
 def models_payload() -> bytes:

@@ -7,7 +7,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["DIALECTS", "FAULT_KINDS", "Dialect", "SimConfig", "normalize_kind", "parse_faults"]
+__all__ = [
+    "BATCH_FAULT_KINDS",
+    "BATCH_ROW_FAULT_KINDS",
+    "DIALECTS",
+    "FAULT_KINDS",
+    "Dialect",
+    "SimConfig",
+    "normalize_kind",
+    "parse_faults",
+    "parse_rates",
+]
 
 Dialect = Literal["openrouter", "openai", "plain"]
 DIALECTS: tuple[str, ...] = ("openrouter", "openai", "plain")
@@ -50,6 +60,14 @@ _ALIASES = {
 }
 
 
+# Faults of the batch routes themselves: 429 and 500 answers (nothing created), and `drop`: the
+# request is carried out (a create persists its batch) but the connection closes before the reply.
+BATCH_FAULT_KINDS: tuple[str, ...] = ("429", "500", "drop")
+# Faults of one row of a batch, in seeded-RNG order: rate-limited, server error, timed out upstream
+# (OpenRouter's row `error` object), and a 400 in OpenAI's shape (`response.status_code`).
+BATCH_ROW_FAULT_KINDS: tuple[str, ...] = ("429", "500", "timeout", "400")
+
+
 def normalize_kind(kind: str) -> str | None:
     """Return the canonical fault kind for a spelling, or None when it names no fault."""
     k = kind.strip().lower()
@@ -79,6 +97,35 @@ def parse_faults(specs: Iterable[str]) -> dict[str, float]:
         out[kind] = out.get(kind, 0.0) + rate
     _check_total(out)
     return out
+
+
+def parse_rates(specs: Iterable[str], kinds: tuple[str, ...], flag: str) -> dict[str, float]:
+    """Parse `KIND=RATE` strings for one of the batch fault tables, raising ValueError."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        kind, sep, rate_s = spec.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in kinds:
+            raise ValueError(
+                f"bad {flag} {spec!r}: expected KIND=RATE with KIND one of {', '.join(kinds)}"
+            )
+        try:
+            rate = float(rate_s)
+        except ValueError:
+            raise ValueError(f"bad {flag} {spec!r}: rate {rate_s!r} is not a number") from None
+        out[kind] = out.get(kind, 0.0) + rate
+    _check_rates(out, kinds, flag)
+    return out
+
+
+def _check_rates(rates: Mapping[str, float], kinds: tuple[str, ...], name: str) -> None:
+    for kind, rate in rates.items():
+        if kind not in kinds:
+            raise ValueError(f"{name}: unknown kind {kind!r}; use one of {', '.join(kinds)}")
+        if not 0.0 <= rate <= 1.0 or math.isnan(rate):
+            raise ValueError(f"{name}: rate for {kind!r} must be between 0 and 1")
+    if sum(rates.values()) > 1.0 + 1e-9:
+        raise ValueError(f"{name}: rates add up to more than 1")
 
 
 def _check_total(faults: Mapping[str, float]) -> None:
@@ -113,6 +160,21 @@ class SimConfig:
     # PEM files; with both set the simulator serves HTTPS, so clients' CA and proxy paths get tested.
     tls_cert: str | None = None
     tls_key: str | None = None
+    # -- Batch APIs (batch_store.py): times are seconds after the create's reply ----------------
+    batch_api: bool = True  # False: no /batches routes (a server without a Batch API)
+    batch_validating_s: float = 0.5  # `validating`, then the second-stage checks run
+    batch_processing_s: float = 3.0  # done (`completed`) this long after the create
+    batch_visibility_s: float = 1.0  # GET answers 404 and list omits the batch this long
+    batch_first_visibility_s: float | None = None  # the first batch's own lag (crash tests)
+    batch_list_cache_s: float = 10.0  # list answers cached per query string (the edge cache)
+    batch_expiry_s: float | None = None  # None: 24 h (96 h on Google); unfinished rows expire
+    batch_cancel_s: float = 0.5  # OpenAI: `cancelling` lasts this long
+    batch_row_faults: Mapping[str, float] = field(default_factory=dict)  # BATCH_ROW_FAULT_KINDS
+    batch_faults: Mapping[str, float] = field(default_factory=dict)  # BATCH_FAULT_KINDS
+    batch_lost_replies: int = 0  # the first N creates persist their batch but drop the reply
+    batch_max_requests: int | None = None  # None: 5,000 (OpenRouter) / 50,000 (OpenAI)
+    batch_max_bytes: int = 200_000_000
+    batch_enqueued_token_limit: int | None = None  # OpenAI: token_limit_exceeded above this
 
     @property
     def scheme(self) -> str:
@@ -127,6 +189,23 @@ class SimConfig:
         for name in ("latency_s", "latency_jitter_s", "retry_after_s", "hang_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        for name in (
+            "batch_validating_s",
+            "batch_processing_s",
+            "batch_visibility_s",
+            "batch_list_cache_s",
+            "batch_cancel_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("batch_first_visibility_s", "batch_expiry_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 (or None)")
+        if self.batch_max_bytes <= 0 or (self.batch_max_requests or 1) <= 0:
+            raise ValueError("batch_max_bytes and batch_max_requests must be > 0")
+        _check_rates(self.batch_row_faults, BATCH_ROW_FAULT_KINDS, "batch_row_faults")
+        _check_rates(self.batch_faults, BATCH_FAULT_KINDS, "batch_faults")
         if self.rate_window_s <= 0:
             raise ValueError("rate_window_s must be > 0")
         for name in ("rpm", "tpm"):

@@ -34,6 +34,9 @@ class Entry:
     t: float
     streamed: bool = False
     finish_reason: str | None = None
+    # Set on a row of a batch (billed at the batch price when the batch is settled); None on sync.
+    batch_id: str | None = None
+    custom_id: str | None = None
 
 
 class Ledger:
@@ -105,6 +108,20 @@ class Ledger:
         with self._lock:
             return dict(Counter(e.prompt_key for e in self._entries if e.billed))
 
+    def billed_by_batch(self) -> dict[str, dict[str, Any]]:
+        """Return, per batch id, how many rows were billed, their distinct custom_ids and the sum."""
+        with self._lock:
+            rows = [e for e in self._entries if e.billed and e.batch_id is not None]
+        out: dict[str, dict[str, Any]] = {}
+        for e in rows:
+            doc = out.setdefault(e.batch_id or "", {"rows": 0, "custom_ids": set(), "billed_usd": 0.0})
+            doc["rows"] += 1
+            doc["custom_ids"].add(e.custom_id)
+            doc["billed_usd"] += e.cost
+        for doc in out.values():
+            doc["distinct_custom_ids"] = len(doc.pop("custom_ids"))
+        return out
+
     def by_gen_id(self, gen_id: str) -> Entry | None:
         """Return the generation with this id, or None."""
         with self._lock:
@@ -131,6 +148,7 @@ class Ledger:
         with self._lock:
             outcomes = Counter(e.outcome for e in self._entries)
             billed = sum(1 for e in self._entries if e.billed)
+            batch_rows = [e for e in self._entries if e.billed and e.batch_id is not None]
             rejected = sum(self._rejections.values())
             return {
                 "requests": len(self._entries) + rejected,
@@ -143,6 +161,8 @@ class Ledger:
                 "faults": dict(self._faults),
                 "accepted": len(self._accepted),
                 "billed_total_usd": self._billed_usd,
+                "batch_rows_billed": len(batch_rows),
+                "batch_billed_usd": sum(e.cost for e in batch_rows),
             }
 
     def to_json(self) -> bytes:
@@ -153,6 +173,7 @@ class Ledger:
                 "counts": self.counts(),
                 "billed_total_usd": self.billed_total_usd(),
                 "billed_by_prompt": self.billed_by_prompt(),
+                "billed_by_batch": self.billed_by_batch(),
                 "accepted_per_second": {str(k): v for k, v in self.accepted_per_second().items()},
                 "entries": [asdict(e) for e in entries],
             }

@@ -10,13 +10,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 
+import orjson
 from aiohttp import web
 
+from .batch_openrouter import OpenRouterBatches
+from .batch_store import BatchStore
 from .config import SimConfig
 from .handlers import SimHandlers
 from .ledger import Ledger
 
 __all__ = [
+    "BATCHES_KEY",
     "HANDLERS_KEY",
     "SimHandle",
     "SimServer",
@@ -28,14 +32,20 @@ __all__ = [
 
 _PREFIXES = ("/api/v1", "/v1")
 HANDLERS_KEY = web.AppKey("batchrun_sim_handlers", SimHandlers)
+BATCHES_KEY = web.AppKey("batchrun_sim_batches", BatchStore)
+_JSON = "application/json"
 
 
 def build_app(config: SimConfig, ledger: Ledger | None = None) -> web.Application:
     """Build the aiohttp application: OpenRouter's routes under /api/v1 and /v1, or, for the
     openai and plain dialects, chat completions and models under /v1 only."""
     handlers = SimHandlers(config, ledger)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    store = BatchStore(config, handlers.ledger)
+    # A batch create may carry up to batch_max_bytes (200 MB); anything above gets its own 413.
+    max_body = max(64 * 1024 * 1024, config.batch_max_bytes + 1024 * 1024)
+    app = web.Application(client_max_size=max_body)
     app[HANDLERS_KEY] = handlers
+    app[BATCHES_KEY] = store
     # OpenAI-style servers have no /api prefix and none of OpenRouter's key or generation routes.
     openrouter = config.dialect == "openrouter"
     for prefix in _PREFIXES if openrouter else ("/v1",):
@@ -45,11 +55,85 @@ def build_app(config: SimConfig, ledger: Ledger | None = None) -> web.Applicatio
             app.router.add_get(f"{prefix}/key", handlers.key)
             app.router.add_get(f"{prefix}/auth/key", handlers.key)
             app.router.add_get(f"{prefix}/generation", handlers.generation)
+    if config.batch_api:
+        _add_batch_routes(app, config, store, handlers)
+    helpers = _SimHelpers(handlers, store)
     for prefix in ("", *_PREFIXES):
-        app.router.add_get(f"{prefix}/_sim/ledger", handlers.sim_ledger)
+        app.router.add_get(f"{prefix}/_sim/ledger", helpers.ledger)
         app.router.add_get(f"{prefix}/_sim/requests", handlers.sim_requests)
-        app.router.add_post(f"{prefix}/_sim/reset", handlers.sim_reset)
+        app.router.add_post(f"{prefix}/_sim/reset", helpers.reset)
+        app.router.add_get(f"{prefix}/_sim/batches", helpers.batches)
+        app.router.add_post(f"{prefix}/_sim/balance", helpers.balance)
     return app
+
+
+def _add_batch_routes(
+    app: web.Application, config: SimConfig, store: BatchStore, handlers: SimHandlers
+) -> None:
+    if config.dialect == "openrouter":
+        batches = OpenRouterBatches(config, store, handlers.received)
+        # /api/beta is the pre-GA alias the edge still mounts (batch-wire A1).
+        for prefix in ("/api/v1", "/api/beta", "/v1"):
+            app.router.add_post(f"{prefix}/batches", batches.create)
+            app.router.add_get(f"{prefix}/batches", batches.list)
+            app.router.add_get(f"{prefix}/batches/{{batch_id}}", batches.get)
+            app.router.add_delete(f"{prefix}/batches/{{batch_id}}", batches.delete)
+            app.router.add_get(f"{prefix}/batches/{{batch_id}}/results", batches.results)
+            app.router.add_post(f"{prefix}/batches/{{batch_id}}/cancel", batches.cancel)
+    elif config.dialect == "openai":
+        from .batch_openai import OpenAIBatches
+
+        oai = OpenAIBatches(config, store, handlers.received)
+        app.router.add_post("/v1/files", oai.upload)
+        app.router.add_get("/v1/files", oai.list_files)
+        app.router.add_get("/v1/files/{file_id}", oai.get_file)
+        app.router.add_get("/v1/files/{file_id}/content", oai.file_content)
+        app.router.add_delete("/v1/files/{file_id}", oai.delete_file)
+        app.router.add_post("/v1/batches", oai.create)
+        app.router.add_get("/v1/batches", oai.list)
+        app.router.add_get("/v1/batches/{batch_id}", oai.get)
+        app.router.add_post("/v1/batches/{batch_id}/cancel", oai.cancel)
+
+
+class _SimHelpers:
+    """The /_sim test routes that also see batches: time moves on before the ledger is read."""
+
+    def __init__(self, handlers: SimHandlers, store: BatchStore) -> None:
+        self.handlers = handlers
+        self.store = store
+
+    async def ledger(self, request: web.Request) -> web.StreamResponse:
+        """GET /_sim/ledger: settle batches due by now, then the ledger as JSON."""
+        self.store.advance()
+        return await self.handlers.sim_ledger(request)
+
+    async def reset(self, request: web.Request) -> web.StreamResponse:
+        """POST /_sim/reset: also forget every batch and file."""
+        self.store.reset()
+        return await self.handlers.sim_reset(request)
+
+    async def batches(self, request: web.Request) -> web.Response:
+        """GET /_sim/batches: every batch's state, deleted ones included (a test helper)."""
+        self.store.advance()
+        doc = {"batches": self.store.snapshot(), "credits_usd": self.store.credits_usd}
+        return web.Response(body=orjson.dumps(doc), content_type=_JSON)
+
+    async def balance(self, request: web.Request) -> web.Response:
+        """POST /_sim/balance {"credits_usd": X or null}: set the credits batches are paid from."""
+        try:
+            doc = orjson.loads(await request.read())
+            usd = doc["credits_usd"]
+            if usd is not None and not isinstance(usd, (int, float)):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            body = orjson.dumps({"error": {"message": 'expected {"credits_usd": number or null}'}})
+            return web.Response(status=400, body=body, content_type=_JSON)
+        self.store.set_credits(None if usd is None else float(usd))
+        answer = {
+            "credits_usd": self.store.credits_usd,
+            "billed_total_usd": self.store.ledger.billed_total_usd(),
+        }
+        return web.Response(body=orjson.dumps(answer), content_type=_JSON)
 
 
 @dataclass(frozen=True)
@@ -60,6 +144,7 @@ class SimHandle:
     port: int
     ledger: Ledger
     config: SimConfig
+    batches: BatchStore | None = None
 
     @property
     def root_url(self) -> str:
@@ -97,7 +182,7 @@ async def serve(config: SimConfig | None = None) -> AsyncIterator[SimHandle]:
         )
         await site.start()
         port = int(runner.addresses[0][1])
-        yield SimHandle(config.host, port, ledger, config)
+        yield SimHandle(config.host, port, ledger, config, app[BATCHES_KEY])
     finally:
         await runner.cleanup()
 
