@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import orjson
 import typer
@@ -26,6 +26,11 @@ from batchrun.errors import BatchrunError, ConfigError
 from batchrun.events import Event, Finished, Notice, Planned, Retrying
 from batchrun.runner import Runner, RunResult
 from batchrun.status import job_status
+
+if TYPE_CHECKING:
+    from batchrun.batch.runner import BatchRunner
+
+    AnyRunner = Union[Runner, BatchRunner]
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
@@ -65,14 +70,14 @@ class _Display:
         self._progress = progress and sys.stderr.isatty()
         self._quiet = not progress
         self._bar: tqdm | None = None
-        self._runner: Runner | None = None
+        self._runner: AnyRunner | None = None
         self._failures = 0
         self._retries = 0
         self._last_note = 0.0
         self._done = 0
         self._total = 0
 
-    def attach(self, runner: Runner) -> None:
+    def attach(self, runner: AnyRunner) -> None:
         self._runner = runner
 
     def __call__(self, event: Event) -> None:
@@ -128,7 +133,7 @@ def _event_loop_runner() -> Any:
     return uvloop.run
 
 
-def _run_with_signals(runner: Runner) -> tuple[RunResult, int | None]:
+def _run_with_signals(runner: AnyRunner) -> tuple[RunResult, int | None]:
     """Run the job; the first Ctrl-C/SIGTERM drains in-flight requests, a second quits at once."""
     received: list[int] = []
 
@@ -172,6 +177,9 @@ def run(
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
     keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="sync (one request at a time) or batch (the provider's Batch API: about half price, minutes to hours) [default: sync]."),
+    poll_interval: Optional[float] = typer.Option(None, "--poll-interval", help="Batch mode: seconds between polls of an open batch, jittered [default: 60]."),
+    purge: bool = typer.Option(False, "--purge", help="Batch mode: delete each batch at the provider once its records are written."),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
@@ -186,13 +194,20 @@ def run(
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
+        "mode": mode, "poll_interval_s": poll_interval, "purge": purge or None,
     }
     config = load_config(target, overrides)
     if hasattr(signal, "SIGXFSZ"):
         # A file-size limit must surface as a write error (a clean stop), not kill the process.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     display = _Display(progress=not no_progress)
-    runner = Runner(config, on_event=display)
+    runner: AnyRunner
+    if config.mode == "batch":
+        from batchrun.batch.runner import BatchRunner
+
+        runner = BatchRunner(config, on_event=display)
+    else:
+        runner = Runner(config, on_event=display)
     display.attach(runner)
     try:
         result, signum = _run_with_signals(runner)

@@ -60,7 +60,7 @@ _TOP_KEYS = frozenset({
 })
 _LIMIT_KEYS = frozenset({
     "rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "stream_idle_s", "max_cost_usd",
-    "poll_interval_s",
+    "poll_interval_s", "max_batch_requests",
 })
 _RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
 
@@ -101,6 +101,7 @@ class JobConfig:
     mode: str = "sync"  # one of MODES: "batch" goes through the provider's Batch API (half price)
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S  # batch mode: how often an open batch is polled
     purge: bool = False  # batch mode: delete each batch at the provider once its records are synced
+    max_batch_requests: int | None = None  # batch mode: fewer requests per batch than the provider's cap
 
     def __post_init__(self) -> None:
         _positive_int("concurrency", self.concurrency)
@@ -108,6 +109,8 @@ class JobConfig:
         _positive_number("timeout_s", self.timeout_s)
         _positive_number("stream_idle_s", self.stream_idle_s)
         _positive_number("poll_interval_s", self.poll_interval_s)
+        if self.max_batch_requests is not None:
+            _positive_int("max_batch_requests", self.max_batch_requests)
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not isinstance(self.purge, bool):

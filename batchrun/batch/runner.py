@@ -1,0 +1,946 @@
+"""Batch mode: a job through the provider's Batch API at the batch price, exactly once.
+
+One loop, in one task: read the input into chunks (plan.py), submit each once with the journal
+written first (journal.py), poll the open batches with backoff and jitter, collect each finished
+one into the same results and errors files the sync mode writes (collect.py), and put what never
+ran, or failed transiently, into a later batch. A submission whose reply was lost (a kill, a
+timeout) is looked for before anything of it is sent again (``_recover``).
+
+The results file stays the checkpoint: a record is written once, and a rerun skips the ids it
+has. The journal says what may still complete: no line is put in a second batch while a batch
+holding it may complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from batchrun.batch.checks import batch_problem
+from batchrun.batch.collect import (
+    RowOutcome,
+    allocate_cost,
+    classify_row,
+    failed_batch_index,
+    row_usage,
+    token_weight,
+    wire_index,
+)
+from batchrun.batch.info import ApiReply, BatchInfo, parse_reply
+from batchrun.batch.journal import INTENT, SUBMITTED, Journal, Submission
+from batchrun.batch.openai import OpenAIBatches
+from batchrun.batch.openrouter import BatchApiError, OpenRouterBatches
+from batchrun.batch.plan import ENDPOINT, BatchItem, Chunk, Splitter, group_key
+from batchrun.config import JobConfig, api_key_from_env
+from batchrun.errors import (
+    PER_LINE_VERDICTS,
+    RETRYABLE_KINDS,
+    ConfigError,
+    ErrorKind,
+    TransportFailure,
+)
+from batchrun.events import EventHandler, Finished, Notice, Planned
+from batchrun.idset import IdSet
+from batchrun.inputs import iter_lines, measure, open_input
+from batchrun.ledger import Ledger, read_records
+from batchrun.price_cache import read_prices, write_prices
+from batchrun.pricing import Price, PriceBook
+from batchrun.records import InputParser, InvalidLine, Request, error_record, success_record
+from batchrun.retry import backoff, parse_retry_after
+from batchrun.runner import Runner, RunResult, _dumps_line
+from batchrun.schema import validate_reply
+from batchrun.summary import Summary
+from batchrun.transport import Transport
+
+__all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
+
+# A lost submission is looked for this many poll intervals after its t0 (240 s at the default
+# 60 s: OpenRouter's list cache is 10 s, and a new batch was seen missing for about 3 minutes).
+RECOVERY_POLLS = 4
+_SEND_ATTEMPTS = 8
+_SIM_KEY = "sk-or-v1-batchrun-simulator"
+_NO_BATCH_ENDPOINT = ("does not have a :batch endpoint", "does not have an eligible :batch endpoint")
+
+
+def batch_api(config: JobConfig) -> str:
+    """Which Batch API the job's server speaks: "openrouter" or "openai"."""
+    if config.use_sim:
+        return "openai" if config.sim.get("dialect") == "openai" else "openrouter"
+    return "openrouter" if config.speaks_openrouter else "openai"
+
+
+class _Stopped(Exception):
+    """The job was stopped while waiting: unwind to the end of the run."""
+
+
+@dataclass
+class _Open:
+    """A submitted batch being polled."""
+
+    sub: Submission
+    next_at: float
+    interval: float
+    seen_at: float  # when it was submitted or adopted: a 404 before the lag is over means "not yet"
+    status: str | None = None
+
+
+class BatchRunner:
+    """Runs one job through a Batch API to the end (or an early stop) and reports how it went."""
+
+    def __init__(
+        self, config: JobConfig, *, api_key: str | None = None, on_event: EventHandler | None = None,
+    ) -> None:
+        self.config = config
+        self.summary = Summary()
+        self.api = batch_api(config)
+        self._api_key = api_key
+        self._emit = on_event or (lambda event: None)
+        self._prices = PriceBook(config.pricing, builtin=config.builtin_prices)
+        self._wake = asyncio.Event()
+        self._stop_kind: str | None = None
+        self._stop_message = ""
+        self._secret = b""
+        self._done = IdSet()
+        self._held: set[str] = set()  # input ids in batches that may still complete
+        self._retry: dict[str, tuple[int, float]] = {}  # id -> (attempts so far, billed so far)
+        self._open: dict[str, _Open] = {}
+        self._unavailable: dict[str, str] = {}  # model -> why it cannot go in a batch
+        self._written_errors: dict[str, set[str]] = {}  # batch id -> ids with an error record of it
+        self._spent = 0.0
+        self._reserved = 0.0
+        self._not_sent = 0
+        self._unbounded = 0  # requests the plan found without a price or max_tokens
+        self._ledger: Ledger | None = None
+        self._journal: Journal | None = None
+        self._client: OpenRouterBatches | OpenAIBatches | None = None
+        self._transport: Transport | None = None
+        self._counts = {"submitted": 0, "collected": 0}
+
+    # -- control -------------------------------------------------------------------------
+
+    def stop(self, kind: str = ErrorKind.INTERRUPTED, message: str = "interrupted") -> None:
+        """Stop submitting and polling; batches at the provider keep running. Safe to call twice."""
+        if self._stop_kind is None:
+            self._stop_kind, self._stop_message = kind, message
+            self._emit(Notice(f"stopping: {message}"))
+        self._wake.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless the job is stopped first (then raise _Stopped)."""
+        if self._stop_kind is not None:
+            raise _Stopped
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
+        if self._stop_kind is not None:
+            raise _Stopped
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            base_url, api_key = self._endpoint(stack)
+            self._secret = api_key.encode() if api_key and len(api_key) >= 8 else b""
+            ledger = Ledger(config.output, fsync_interval_s=config.fsync_interval_s)
+            self._ledger = ledger
+            stack.callback(ledger.close)
+            # The sync mode's manifest: a job may switch modes between runs.
+            manifest = Runner(config)._manifest()
+            state = ledger.open(manifest, force=config.force)
+            journal = Journal(config.output)
+            self._journal = journal
+            stack.callback(journal.close)
+            journal.open()
+            if journal.repaired_bytes:
+                self._emit(Notice(f"repaired the batch journal: cut a torn last line "
+                                  f"({journal.repaired_bytes} bytes)"))
+            self._done = state.done_ids
+            self.summary.already_done = len(state.done_ids)
+            transport = await stack.enter_async_context(Transport(
+                base_url, api_key, connections=4, timeout_s=config.timeout_s, headers=config.headers,
+                env_proxy=not config.use_sim,
+            ))
+            self._transport = transport
+            self._client = OpenRouterBatches(self._send) if self.api == "openrouter" \
+                else OpenAIBatches(self._send)
+            if self.api == "openrouter":
+                await self._load_prices(transport)
+            self._check_budget_prices()
+            await self._probe(transport.root)
+            kept = set() if config.retry_failed else {
+                custom_id for custom_id, kind in state.failed.items() if kind in PER_LINE_VERDICTS
+            }
+            self._resume_journal()
+            if config.max_cost_usd is not None:
+                self._spent = _billed_so_far(ledger)
+            self._emit(self._plan(base_url, kept))
+            try:
+                await self._main(kept)
+            except _Stopped:
+                pass
+            finally:
+                self.summary.close()
+            still_failing = ledger.compact_errors(self._done)
+        return self._result(still_failing)
+
+    def _endpoint(self, stack: contextlib.ExitStack | contextlib.AsyncExitStack) -> tuple[str, str | None]:
+        config = self.config
+        if config.use_sim:
+            from batchrun.runner import _sim_args
+            from batchrun.sim import SimProcess
+
+            sim = stack.enter_context(SimProcess(_sim_args(config.sim)))
+            return sim.base_url, self._api_key or _SIM_KEY
+        api_key = self._api_key or api_key_from_env(config)
+        if api_key is None:
+            raise ConfigError(
+                f"no API key: set {config.api_key_env}"
+                + (" (get a key at https://openrouter.ai/keys)" if self.api == "openrouter" else "")
+                + ", or add --sim to try the job on the built-in simulator"
+            )
+        return config.base_url, api_key
+
+    async def _load_prices(self, transport: Transport) -> None:
+        use_cache = not self.config.use_sim
+        cached = read_prices(transport.root) if use_cache else None
+        if cached is not None and cached.fresh():
+            self._prices.load_models_payload(cached.payload, cached.source())
+            return
+        payload = await transport.get_json("/models")
+        if payload is not None and self._prices.load_models_payload(payload, "/models"):
+            if use_cache:
+                write_prices(transport.root, payload)
+        elif cached is not None:
+            self._prices.load_models_payload(cached.payload, cached.source() + ", no fresh list")
+
+    def _batch_price(self, model: str) -> tuple[Price | None, bool]:
+        """The price a batch of ``model`` is budgeted at, and whether it is the batch price.
+
+        With no batch price known the sync price is used: an upper bound, so a budget holds.
+        """
+        price = self._prices.batch_price(model, half_of_sync=self.api == "openai")
+        if price is not None:
+            return price, True
+        return self._prices.get(model), False
+
+    def _check_budget_prices(self) -> None:
+        config = self.config
+        if config.max_cost_usd is None:
+            return
+        if self._batch_price(config.model)[0] is None:
+            raise ConfigError(
+                f"--max-cost needs the price of {config.model}: add [pricing.\"{config.model}:batch\"] "
+                "with prompt_per_m and completion_per_m to the job file"
+            )
+
+    async def _probe(self, root: str) -> None:
+        """Refuse, before anything is submitted, a server without a Batch API or a key it refuses."""
+        assert self._client is not None
+        try:
+            reply = await self._client.probe()
+        except TransportFailure as failure:
+            raise ConfigError(f"cannot reach the Batch API at {root}/batches ({failure.message})") from None
+        if reply.status in (404, 405):
+            raise ConfigError(
+                f"{root} has no Batch API (GET {root}/batches answered {reply.status}): "
+                "run this job with --mode sync"
+            )
+        if reply.status in (401, 403):
+            message = self._redact(_message(reply))
+            self.stop(ErrorKind.AUTH_ERROR, f"the API key may not use the Batch API at {root} ({message}): "
+                      "use a key that may, or run with --mode sync")
+
+    # -- journal on resume ------------------------------------------------------------------
+
+    def _resume_journal(self) -> None:
+        assert self._journal is not None
+        now = time.time()
+        open_batch_ids: set[str] = set()
+        for sub in self._journal.submissions.values():
+            if sub.may_complete:
+                self._held.update(sub.input_ids())
+                self._reserved += sub.worst_usd
+            if sub.state == SUBMITTED and sub.batch_id:
+                self._open[sub.nonce] = _Open(sub, now, self.config.poll_interval_s, now, sub.status)
+                open_batch_ids.add(sub.batch_id)
+        if open_batch_ids:
+            assert self._ledger is not None
+            for _, record in read_records(self._ledger.paths["errors"]):
+                batch_id = record.get("batch_id") if isinstance(record, dict) else None
+                if batch_id in open_batch_ids:
+                    self._written_errors.setdefault(batch_id, set()).add(str(record.get("custom_id")))
+        waiting = sum(1 for sub in self._journal.submissions.values() if sub.may_complete)
+        if waiting:
+            self._emit(Notice(f"{waiting} batch(es) from an earlier run may still complete: "
+                              "collecting them before their lines are sent again"))
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _plan(self, base_url: str, kept: set[str]) -> Planned:
+        config = self.config
+        size = measure(config.input)
+        lines = size.lines if config.limit is None else min(size.lines, config.limit)
+        per_model: dict[str, int] = {}
+        worst = 0.0
+        batch_priced = True
+        for chunk in self._chunks(kept, only=None, dry=True):
+            per_model[chunk.model] = per_model.get(chunk.model, 0) + 1
+            worst += chunk.worst_usd
+            batch_priced = batch_priced and self._batch_price(chunk.model)[1]
+        waiting = len(self._open) + sum(
+            1 for sub in self._journal.submissions.values() if sub.state == INTENT
+        ) if self._journal else 0
+        approx = "" if size.exact else "~"
+        text = f"{approx}{lines:,} lines from {config.input.name} → {config.output.name}"
+        if self._done:
+            text += f" ({len(self._done):,} already done)"
+        text += f" | {'simulator ' if config.use_sim else ''}{base_url} | mode batch ({self.api} Batch API)"
+        batches = sum(per_model.values())
+        models = ", ".join(f"{m}: {n}" for m, n in per_model.items())
+        text += f" | {batches} batch{'es' if batches != 1 else ''} to submit" + (f" ({models})" if models else "")
+        if waiting:
+            text += f", {waiting} from an earlier run to collect"
+        known = self._unbounded == 0
+        if per_model and known:
+            where = "the batch price" if batch_priced else "the sync price (no batch price known)"
+            text += f" | worst case ~${worst:.4f} at {where}"
+        elif per_model:
+            text += " | worst case unknown (no max_tokens or no price)"
+        return Planned(text, lines, not size.exact, len(self._done), worst if per_model and known else None)
+
+    def _chunks(self, kept: set[str], *, only: dict[str, tuple[int, float]] | None, dry: bool) -> Iterator[Chunk]:
+        """The input's requests still to send, as chunks of one batch each, in input order.
+
+        ``only``: just these ids (a later round, for what never ran or failed transiently).
+        ``dry``: count only (the plan): no record is written.
+        """
+        config = self.config
+        assert self._client is not None
+        skip = self._done
+        if kept:
+            skip = skip.copy()
+            for custom_id in kept:
+                skip.add(custom_id)
+        parser = InputParser(
+            model=config.model, params=config.params, system=config.system, template=config.template,
+            skip_ids=skip, budget_set=config.max_cost_usd is not None, keep_fields=config.keep_fields,
+            schema=config.schema,
+        )
+        limits = self._client.limits
+        if config.max_batch_requests is not None:
+            limits = replace(limits, max_requests=min(limits.max_requests, config.max_batch_requests))
+        splitter = Splitter(self.api, limits)
+        keeps_model = self._client.keeps_model_in_body
+        read = 0
+        with open_input(config.input) as stream:
+            for line, raw in iter_lines(stream):
+                if config.limit is not None and read >= config.limit:
+                    break
+                read += 1
+                item = parser.parse(raw, line)
+                if item is None:
+                    continue
+                if isinstance(item, InvalidLine):
+                    if only is None and not dry:
+                        self._write_error(error_record(
+                            item.custom_id, item.line, ErrorKind.INVALID_INPUT, item.message,
+                            metadata=item.metadata,
+                        ), None)
+                    continue
+                if (only is not None and item.custom_id not in only) or item.custom_id in self._held:
+                    continue
+                if item.model in self._unavailable:
+                    if not dry:
+                        self._not_sent += 1
+                    continue
+                body = orjson.loads(item.body)
+                problem = batch_problem(body, api=self.api)
+                if problem is None and not keeps_model:
+                    body.pop("model", None)
+                wire = item.body if keeps_model else orjson.dumps(body)
+                attempts, billed = (only or {}).get(item.custom_id, (0, 0.0))
+                batch_item = BatchItem(item.custom_id, line, wire, item.model, attempts, item.metadata,
+                                       billed_usd=billed)
+                if problem is None and not splitter.fits_alone(batch_item):
+                    problem = (f"the request is {len(wire):,} bytes: too large for one batch "
+                               f"(at most {splitter.limits.max_bytes:,} bytes)")
+                if problem is not None:
+                    if only is None and not dry:
+                        self._write_error(error_record(
+                            item.custom_id, line, ErrorKind.INVALID_INPUT, problem, metadata=item.metadata,
+                        ), None)
+                    continue
+                price, _ = self._batch_price(item.model)
+                if price is None or item.max_tokens is None:
+                    self._unbounded += dry
+                else:
+                    # An upper bound, as in sync mode: no tokenizer makes more tokens than bytes.
+                    batch_item.worst_usd = price.cost(len(item.body), item.max_tokens)
+                closed = splitter.add(group_key(item.model, body), batch_item)
+                if closed is not None:
+                    yield closed
+        yield from splitter.flush()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _main(self, kept: set[str]) -> None:
+        assert self._journal is not None
+        if self._stop_kind is not None:
+            return
+        await self._purge_leftovers()
+        # Lost replies first: nothing of a submission is sent again before it is looked for.
+        intents = [sub for sub in self._journal.submissions.values() if sub.state == INTENT]
+        await asyncio.gather(*(self._recover(sub) for sub in intents))
+        chunks: Iterator[Chunk] | None = self._chunks(kept, only=None, dry=False)
+        waiting: Chunk | None = None  # a chunk that waits for the budget
+        while True:
+            while chunks is not None and self._stop_kind is None:
+                chunk = waiting or next(chunks, None)
+                waiting = None
+                if chunk is None:
+                    chunks = None
+                    break
+                if chunk.model in self._unavailable:
+                    self._not_sent += len(chunk.items)
+                    continue
+                chunk, rest = self._fit_budget(chunk)
+                if chunk is None:
+                    waiting = rest
+                    break
+                await self._submit(chunk)
+                if rest is not None:
+                    self._not_sent += len(rest.items)
+                    self.stop(ErrorKind.BUDGET_EXCEEDED, self._budget_message())
+            if self._stop_kind is not None:
+                return
+            if not self._open:
+                if waiting is not None:
+                    # Nothing open frees budget; _fit_budget sent what fits and stopped.
+                    continue
+                if chunks is None and self._retry:
+                    only, self._retry = self._retry, {}
+                    self._emit(Notice(f"{len(only):,} lines go into new batches (never ran, or failed "
+                                      "transiently)"))
+                    chunks = self._chunks(kept, only=only, dry=False)
+                    continue
+                if chunks is None:
+                    return
+                continue
+            await self._poll_due()
+
+    def _fit_budget(self, chunk: Chunk) -> tuple[Chunk | None, Chunk | None]:
+        """The part of the chunk the budget allows now, and the rest (None: nothing left over).
+
+        While batches are open the whole chunk waits for them (they free what they did not
+        spend); with none open, what fits is sent and the rest is not.
+        """
+        limit = self.config.max_cost_usd
+        if limit is None:
+            return chunk, None
+        left = limit - self._spent - self._reserved
+        if chunk.worst_usd <= left:
+            return chunk, None
+        if self._open:
+            return None, chunk
+        taken: list[BatchItem] = []
+        total = 0.0
+        for item in chunk.items:
+            if total + item.worst_usd > left:
+                break
+            taken.append(item)
+            total += item.worst_usd
+        rest = Chunk(chunk.key, chunk.model, chunk.items[len(taken):])
+        if not taken:
+            self._not_sent += len(rest.items)
+            self.stop(ErrorKind.BUDGET_EXCEEDED, self._budget_message())
+            return None, None
+        return Chunk(chunk.key, chunk.model, taken), rest
+
+    def _budget_message(self) -> str:
+        limit = self.config.max_cost_usd
+        return (f"budget reached: ${self._spent:.4f} spent and ${self._reserved:.4f} booked for open "
+                f"batches of ${limit:g}; raise --max-cost and run again to resume")
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    async def _submit(self, chunk: Chunk) -> None:
+        """Journal the submission, POST it once, and journal the batch id (or what came back)."""
+        journal, client = self._journal, self._client
+        assert journal is not None and client is not None
+        nonce = secrets.token_hex(6)
+        items = [[it.custom_id, it.line, it.attempts, it.metadata, it.billed_usd] for it in chunk.items]
+        journal.append(
+            "submit", nonce, api=self.api, model=chunk.model, endpoint=ENDPOINT, count=len(items),
+            t0=time.time(), worst_usd=chunk.worst_usd, items=items,
+        )
+        sub = journal.submissions[nonce]
+        self._held.update(sub.input_ids())
+        self._reserved += sub.worst_usd
+        bodies = [it.body for it in chunk.items]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                reply = await client.submit(
+                    sub, bodies, lambda file_id: journal.append("uploaded", nonce, file_id=file_id)
+                )
+            except TransportFailure as failure:
+                # The batch may exist: look for it before anything is sent again.
+                self._emit(Notice(f"no answer to the submission of {len(items):,} requests for "
+                                  f"{chunk.model} ({failure.message}): looking for the batch"))
+                await self._recover(sub)
+                return
+            if reply.ok and isinstance(reply.body, dict) and reply.body.get("id"):
+                info = BatchInfo.from_json(reply.body)
+                journal.append("submitted", nonce, batch_id=info.id, status=info.status)
+                self._open_batch(sub, info.status)
+                self._counts["submitted"] += 1
+                self._emit(Notice(f"batch {info.id} submitted: {len(items):,} requests for {chunk.model}"))
+                return
+            if reply.status == 429 and attempt < _SEND_ATTEMPTS:
+                # A 429 answer means nothing was created (batch-wire Part C): the same POST again.
+                wait = parse_retry_after(_lower(reply.headers), reply.body, time.time())
+                await self._pause(wait if wait is not None else self._backoff(attempt))
+                continue
+            if reply.status >= 500 or reply.status == 429:
+                self._emit(Notice(f"the submission got HTTP {reply.status}: looking for the batch "
+                                  "before sending its lines again"))
+                await self._recover(sub)
+                return
+            self._refused(sub, reply)
+            return
+
+    def _refused(self, sub: Submission, reply: ApiReply) -> None:
+        """A submission the provider turned down for sure: no batch exists."""
+        assert self._journal is not None
+        message = self._redact(_message(reply))
+        self._journal.append("rejected", sub.nonce, status=reply.status, message=message)
+        self._release(sub)
+        ids = len(sub.items)
+        if any(text in message for text in _NO_BATCH_ENDPOINT):
+            self._unavailable[sub.model] = message
+            self._not_sent += ids
+            self._emit(Notice(f"model {sub.model} cannot run in a batch ({message}): its lines are not "
+                              "sent; run them with --mode sync"))
+        elif reply.status in (401, 403):
+            self._not_sent += ids
+            self.stop(ErrorKind.AUTH_ERROR, f"the API key may not submit batches ({message}): use a "
+                      "key that may, or run with --mode sync")
+        elif reply.status == 402:
+            self._not_sent += ids
+            self.stop(ErrorKind.INSUFFICIENT_CREDITS, f"out of credits for this batch ({message}): add "
+                      "credits, then run again")
+        elif reply.status == 413:
+            self._not_sent += ids
+            self.stop(ErrorKind.INVALID_REQUEST, f"the Batch API refused a batch of {ids:,} requests as too "
+                      f"large ({message}): set max_batch_requests under [limits] lower, then run again")
+        elif reply.status == 404:
+            self._not_sent += ids
+            self.stop(ErrorKind.MODEL_UNAVAILABLE, f"the Batch API refused the batch ({message}): "
+                      "run with --mode sync")
+        else:
+            for custom_id, line, attempts, metadata, *_ in sub.items:
+                record = error_record(
+                    str(custom_id), int(line), ErrorKind.INVALID_REQUEST,
+                    f"the Batch API refused the whole batch: {message}", status=reply.status,
+                    body=reply.body if isinstance(reply.body, dict) else None, metadata=metadata,
+                )
+                self._write_error(record, None)
+            self._flush_sync()
+
+    def _release(self, sub: Submission) -> None:
+        self._held.difference_update(sub.input_ids())
+        self._reserved = max(self._reserved - sub.worst_usd, 0.0)
+
+    def _open_batch(self, sub: Submission, status: str | None) -> None:
+        now = time.time()
+        interval = self.config.poll_interval_s
+        self._open[sub.nonce] = _Open(sub, now + _jitter(interval / 2), interval, now, status)
+
+    # -- recovering a lost reply -----------------------------------------------------------------
+
+    async def _recover(self, sub: Submission) -> None:
+        """Find the batch a submission may have made; adopt it, or give its lines up after the wait.
+
+        The wait (RECOVERY_POLLS poll intervals after t0) covers the list cache and the lag before
+        a new batch shows; it ends as soon as a match is found.
+        """
+        journal, client = self._journal, self._client
+        assert journal is not None and client is not None
+        interval = self.config.poll_interval_s
+        deadline = sub.t0 + RECOVERY_POLLS * interval
+        claimed = {s.batch_id for s in journal.submissions.values() if s.batch_id and s is not sub}
+        while True:
+            found: list[BatchInfo] = []
+            try:
+                found = await client.candidates(sub, claimed)
+            except (BatchApiError, TransportFailure) as exc:
+                self._emit(Notice(f"listing batches failed ({exc}); trying again"))
+            if found:
+                info = found[0]
+                journal.append("submitted", sub.nonce, batch_id=info.id, status=info.status, adopted=True)
+                self._open_batch(sub, info.status)
+                self._counts["submitted"] += 1
+                self._emit(Notice(f"found batch {info.id} ({sub.count:,} requests for {sub.model}) "
+                                  "made by a submission whose reply was lost: collecting it"))
+                return
+            if time.time() >= deadline:
+                journal.append("abandoned", sub.nonce,
+                               message="no matching batch within the visibility wait")
+                self._release(sub)
+                for custom_id, _line, attempts, _metadata, *rest in sub.items:
+                    self._retry[str(custom_id)] = (int(attempts), float(rest[0]) if rest else 0.0)
+                self._emit(Notice(f"no batch was made by the lost submission of {sub.count:,} requests "
+                                  f"for {sub.model}: its lines go into a new batch"))
+                return
+            await self._pause(min(_jitter(interval / 2), max(deadline - time.time(), 0.0)))
+
+    # -- polling ---------------------------------------------------------------------------------
+
+    async def _poll_due(self) -> None:
+        now = time.time()
+        due = [ob for ob in self._open.values() if ob.next_at <= now]
+        if not due:
+            await self._pause(min(ob.next_at for ob in self._open.values()) - now)
+            return
+        for ob in due:
+            if self._stop_kind is not None:
+                return
+            await self._poll(ob)
+
+    async def _poll(self, ob: _Open) -> None:
+        client, journal = self._client, self._journal
+        assert client is not None and journal is not None
+        sub = ob.sub
+        assert sub.batch_id is not None
+        interval = self.config.poll_interval_s
+        try:
+            reply = await client.get(sub.batch_id)
+        except TransportFailure as failure:
+            self._emit(Notice(f"polling {sub.batch_id} failed ({failure.message}); trying again"))
+            ob.next_at = time.time() + _jitter(ob.interval)
+            return
+        if reply.status == 404:
+            if time.time() - ob.seen_at < RECOVERY_POLLS * interval:
+                ob.next_at = time.time() + _jitter(interval / 2)  # not visible yet (read-after-write lag)
+                return
+            journal.append("abandoned", sub.nonce, message="the batch is gone (404)")
+            del self._open[sub.nonce]
+            self._release(sub)
+            for custom_id, _line, attempts, _metadata, *rest in sub.items:
+                self._retry[str(custom_id)] = (int(attempts), float(rest[0]) if rest else 0.0)
+            self._emit(Notice(f"batch {sub.batch_id} is gone at the provider: its lines go into a new batch"))
+            return
+        if reply.status == 402:
+            self.stop(ErrorKind.INSUFFICIENT_CREDITS, f"batch {sub.batch_id} finished but its cost is above "
+                      f"the balance ({self._redact(_message(reply))}): add credits, then run again to "
+                      "collect it")
+            return
+        if reply.status in (401, 403):
+            self.stop(ErrorKind.AUTH_ERROR, f"the API key was refused reading {sub.batch_id} "
+                      f"({self._redact(_message(reply))}): set a valid key and run again")
+            return
+        if not reply.ok or not isinstance(reply.body, dict):
+            ob.interval = min(ob.interval * 2, 10 * interval)
+            ob.next_at = time.time() + _jitter(ob.interval)
+            return
+        info = BatchInfo.from_json(reply.body)
+        if info.status != ob.status:
+            journal.append("status", sub.nonce, batch_id=info.id, status=info.status, counts=info.counts)
+            ob.status = info.status
+            ob.interval = interval
+            self._emit(Notice(f"batch {info.id}: {info.status} ({info.completed:,} done, "
+                              f"{info.failed:,} failed of {info.total:,})"))
+        else:
+            ob.interval = min(ob.interval * 1.5, 10 * interval)  # unchanged: poll less often
+        if info.terminal:
+            await self._collect(ob, info)
+        else:
+            ob.next_at = time.time() + _jitter(ob.interval)
+
+    # -- collecting -------------------------------------------------------------------------------
+
+    async def _collect(self, ob: _Open, info: BatchInfo) -> None:
+        """Write one record per row of a finished batch (skipping those written before), once."""
+        client, journal = self._client, self._journal
+        assert client is not None and journal is not None
+        sub = ob.sub
+        batch_id = str(sub.batch_id)
+        rows: list[dict[str, Any]] = []
+        if info.status != "failed":
+            try:
+                rows = await client.rows(info)
+            except BatchApiError as exc:
+                if exc.reply.status == 402:
+                    self.stop(ErrorKind.INSUFFICIENT_CREDITS, f"the results of {batch_id} are withheld "
+                              f"until its cost is paid ({self._redact(_message(exc.reply))}): add credits, "
+                              "then run again to collect them")
+                else:
+                    ob.next_at = time.time() + _jitter(ob.interval)
+                    self._emit(Notice(f"reading the results of {batch_id} failed ({exc}); trying again"))
+                return
+        outcomes: dict[int, RowOutcome] = {}
+        foreign = 0
+        now = time.time()
+        for row in rows:
+            index = wire_index(row.get("custom_id"), sub.nonce)
+            if index is None or index >= len(sub.items):
+                foreign += 1
+                continue
+            outcomes.setdefault(index, classify_row(row, now=now))
+        if rows and not outcomes:
+            # Not one row carries our nonce: an adopted batch that was someone else's.
+            journal.append("disowned", sub.nonce, batch_id=batch_id)
+            del self._open[sub.nonce]
+            self._emit(Notice(f"batch {batch_id} is not this job's (its ids lack the nonce): looking again"))
+            await self._recover(sub)
+            return
+        cost, source = self._batch_cost(sub, info, outcomes)
+        billed = [i for i, o in outcomes.items() if o.ran and o.usage]
+        price, _ = self._batch_price(sub.model)
+        shares = dict(zip(billed, allocate_cost(cost, [token_weight(outcomes[i].usage, price)
+                                                        for i in billed])))
+        failed_at = None
+        if info.status == "failed":
+            failed_at = failed_batch_index(info.error_message, sub.nonce)
+            if failed_at is None and info.errors:
+                line = info.errors[0].get("line")
+                failed_at = int(line) - 1 if isinstance(line, int) and line > 0 else None
+        written_before = self._written_errors.get(batch_id, set())
+        latency = max(now - sub.t0, 0.0)
+        for index, (custom_id, line, attempts, metadata, *rest) in enumerate(sub.items):
+            custom_id = str(custom_id)
+            carried = float(rest[0]) if rest else 0.0
+            if custom_id in self._done or custom_id in written_before:
+                continue
+            outcome = outcomes.get(index)
+            if outcome is None or not outcome.ran:
+                self._not_run(sub, info, index, failed_at, custom_id, int(line), int(attempts), metadata,
+                              carried)
+                continue
+            request = Request(custom_id, int(line), b"", sub.model, 0, None, metadata, False)
+            request.attempts = int(attempts) + 1
+            request.billed_usd = carried + shares.get(index, 0.0)
+            self._settle_row(request, outcome, shares.get(index, 0.0), source, batch_id, latency)
+        self._flush_sync()
+        journal.append("collected", sub.nonce, batch_id=batch_id, status=info.status, counts=info.counts,
+                       cost_usd=cost)
+        del self._open[sub.nonce]
+        self._release(sub)
+        self._spent += cost
+        self._counts["collected"] += 1
+        self._emit(Notice(f"batch {batch_id} collected: {info.status}, ${cost:.6f} billed"))
+        if self.config.purge:
+            await self._purge(sub, info)
+
+    def _batch_cost(
+        self, sub: Submission, info: BatchInfo, outcomes: dict[int, RowOutcome]
+    ) -> tuple[float, str]:
+        """What the batch was billed: OpenRouter's usage.cost, else its rows' tokens at the batch price."""
+        if info.cost_usd is not None:
+            return info.cost_usd, "provider"
+        price, _ = self._batch_price(sub.model)
+        if price is None:
+            return 0.0, "unknown"
+        total = 0.0
+        for outcome in outcomes.values():
+            usage = outcome.usage or {}
+            if outcome.ran and usage:
+                total += price.cost(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        return total, "price_table"
+
+    def _not_run(
+        self, sub: Submission, info: BatchInfo, index: int, failed_at: int | None, custom_id: str,
+        line: int, attempts: int, metadata: Any, carried: float,
+    ) -> None:
+        """A row that never ran: again in a later batch, without using an attempt (except as below).
+
+        A failed batch ran nothing: the line its error names is refused for good; when it names
+        none, every line uses an attempt, so a batch that always fails ends in error records.
+        """
+        if info.status == "failed" and (failed_at is None or failed_at == index):
+            attempts += 1
+            message = info.error_message or "; ".join(str(e.get("message")) for e in info.errors) \
+                or "the batch failed"
+            if failed_at == index or attempts >= self.config.max_attempts:
+                kind = ErrorKind.INVALID_REQUEST if failed_at == index else ErrorKind.PROVIDER_ERROR
+                record = error_record(custom_id, line, kind, f"the Batch API failed the batch: {message}",
+                                      metadata=metadata)
+                record["attempts"] = attempts
+                self._write_error(record, str(sub.batch_id))
+                return
+        self._retry[custom_id] = (attempts, carried)
+
+    def _settle_row(
+        self, request: Request, outcome: RowOutcome, cost: float, source: str, batch_id: str,
+        latency: float,
+    ) -> None:
+        verdict = outcome.verdict
+        usage = row_usage(outcome.usage, cost, source) if outcome.usage else None
+        body = verdict.body if isinstance(verdict.body, dict) else None
+        parsed = None
+        if verdict.kind is None and self.config.schema is not None and body is not None:
+            parsed, problem = validate_reply(body, self.config.schema)
+            if problem is not None:
+                from batchrun.retry import Verdict
+
+                verdict = Verdict(ErrorKind.INVALID_OUTPUT, problem, body)
+        if verdict.kind is None and body is not None and outcome.raw_body is not None:
+            request.schema_required = self.config.schema is not None
+            record = success_record(request, outcome.raw_body, body, usage or row_usage(None, 0.0, source),
+                                    latency, parsed=parsed)
+            record["batch_id"] = batch_id
+            self._write_result(record, outcome.raw_body)
+            return
+        kind = verdict.kind or ErrorKind.PROVIDER_ERROR
+        if kind in RETRYABLE_KINDS and request.attempts < self.config.max_attempts:
+            self._retry[request.custom_id] = (request.attempts, request.billed_usd)
+            return
+        record = error_record(
+            request.custom_id, request.line, kind, self._redact(verdict.message), status=outcome.status,
+            body=body, usage=usage, request=request, latency_s=latency,
+        )
+        record["batch_id"] = batch_id
+        self._write_error(record, batch_id)
+
+    async def _purge(self, sub: Submission, info: BatchInfo | None) -> None:
+        assert self._client is not None and self._journal is not None
+        try:
+            gone = await self._client.delete(sub, info)
+        except TransportFailure as failure:
+            self._emit(Notice(f"could not delete {sub.batch_id} ({failure.message}): a rerun tries again"))
+            return
+        if gone:
+            self._journal.append("purged", sub.nonce, batch_id=sub.batch_id)
+            self._emit(Notice(f"batch {sub.batch_id} deleted at the provider (--purge)"))
+
+    async def _purge_leftovers(self) -> None:
+        if not self.config.purge or self._journal is None:
+            return
+        for sub in list(self._journal.submissions.values()):
+            if sub.state == "collected" and not sub.purged and sub.batch_id:
+                await self._purge(sub, None)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def _write_result(self, record: dict[str, Any], raw_body: bytes) -> None:
+        assert self._ledger is not None
+        self.summary.add(record)
+        self._ledger.write(self._redact_line(_dumps_line(record, raw_body)), b"")
+        self._done.add(record["custom_id"])
+        self._emit(Finished(record["custom_id"], None))
+
+    def _write_error(self, record: dict[str, Any], batch_id: str | None) -> None:
+        assert self._ledger is not None
+        if batch_id is not None:
+            record["batch_id"] = batch_id
+        self.summary.add(record)
+        self._ledger.write(b"", self._redact_line(_dumps_line(record)))
+        self._emit(Finished(record["custom_id"], record["error"]["code"]))
+
+    def _flush_sync(self) -> None:
+        assert self._ledger is not None
+        self._ledger.sync()
+
+    def _redact_line(self, line: bytes) -> bytes:
+        secret = self._secret
+        return line.replace(secret, b"[redacted]") if secret and secret in line else line
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret.decode(), "[redacted]") if self._secret else text
+
+    # -- the wire -------------------------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, path: str, *, data: bytes | None = None, content_type: str | None = None,
+        params: dict[str, Any] | None = None, retry: bool = True,
+    ) -> ApiReply:
+        """One Batch API call; GETs and DELETEs are retried on 429 (as told), 5xx and no answer."""
+        assert self._transport is not None
+        query = {k: str(v) for k, v in (params or {}).items()} or None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, headers, raw = await self._transport.request(
+                    method, path, data=data, content_type=content_type or "application/json", params=query,
+                )
+            except TransportFailure:
+                if not retry or attempt >= _SEND_ATTEMPTS:
+                    raise
+                await self._pause(self._backoff(attempt))
+                continue
+            reply = parse_reply(status, headers, raw)
+            if not retry or attempt >= _SEND_ATTEMPTS or not (status in (408, 429) or status >= 500):
+                return reply
+            wait = parse_retry_after(_lower(headers), reply.body, time.time())
+            await self._pause(wait if wait is not None else self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff(attempt, base=self.config.backoff_base_s,
+                       cap=max(self.config.backoff_cap_s, self.config.poll_interval_s))
+
+    # -- the end -----------------------------------------------------------------------------------------
+
+    def _result(self, still_failing: int) -> RunResult:
+        summary = self.summary
+        left = len(self._held) + len(self._retry)
+        summary.not_run += self._not_sent + left
+        kind, message = self._stop_kind, self._stop_message
+        if kind is None and self._unavailable:
+            kind = ErrorKind.MODEL_UNAVAILABLE
+            names = ", ".join(sorted(self._unavailable))
+            message = (f"model {names} has no batch endpoint: run its lines with --mode sync; "
+                       f"{self._not_sent:,} lines were not sent")
+        if kind == ErrorKind.INTERRUPTED:
+            code = 130
+            if self._open:
+                message = (f"{len(self._open)} batch(es) keep running at the provider: run the same "
+                           "command again to collect them")
+        elif kind is not None:
+            code = 3
+        elif still_failing:
+            code = 1
+            message = f"{still_failing:,} ids failed: see {self.config.errors_path.name}"
+        else:
+            code = 0
+        return RunResult(summary, code, kind, message, self.config.output, self.config.errors_path)
+
+
+def _billed_so_far(ledger: Ledger) -> float:
+    """What the output's records already billed: the budget is the job's, not a run's."""
+    total = 0.0
+    for key in ("results", "errors"):
+        for _, record in read_records(ledger.paths[key]):
+            if isinstance(record, dict) and isinstance(record.get("billed_usd"), (int, float)):
+                total += float(record["billed_usd"])
+    return total
+
+
+def _jitter(seconds: float) -> float:
+    return seconds * random.uniform(0.8, 1.2)
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in dict(headers).items()}
+
+
+def _message(reply: ApiReply) -> str:
+    body = reply.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return f"HTTP {reply.status}"
