@@ -547,7 +547,7 @@ class BatchRunner:
             self.stop(ErrorKind.MODEL_UNAVAILABLE, f"the Batch API refused the batch ({message}): "
                       "run with --mode sync")
         else:
-            for custom_id, line, attempts, metadata, *_ in sub.items:
+            for custom_id, line, _attempts, metadata, *_ in sub.items:
                 record = error_record(
                     str(custom_id), int(line), ErrorKind.INVALID_REQUEST,
                     f"the Batch API refused the whole batch: {message}", status=reply.status,
@@ -707,7 +707,7 @@ class BatchRunner:
         billed = [i for i, o in outcomes.items() if o.ran and o.usage]
         price, _ = self._batch_price(sub.model)
         shares = dict(zip(billed, allocate_cost(cost, [token_weight(outcomes[i].usage, price)
-                                                        for i in billed])))
+                                                        for i in billed]), strict=True))
         failed_at = None
         if info.status == "failed":
             failed_at = failed_batch_index(info.error_message, sub.nonce)
