@@ -44,6 +44,7 @@ class ErrorKind:
     INVALID_INPUT = "invalid_input"
     INVALID_OUTPUT = "invalid_output"
     INTERRUPTED = "interrupted"
+    OUTPUT_ERROR = "output_error"  # the output files refused a write (disk full, read-only)
 
 
 RETRYABLE_KINDS = frozenset(
@@ -107,8 +108,12 @@ class JobStopped(BatchrunError):
 class TransportFailure(Exception):
     """A request that got no complete HTTP answer: timeout, reset, refused, torn body."""
 
-    def __init__(self, kind: str, message: str, *, stops_job: bool = False) -> None:
+    def __init__(
+        self, kind: str, message: str, *, stops_job: bool = False, no_answer: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.stops_job = stops_job  # every request would fail alike (an untrusted certificate)
+        # The server was never reached (DNS, refused, unreachable): nothing was sent or billed.
+        self.no_answer = no_answer

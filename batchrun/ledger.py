@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from batchrun.config import output_paths
-from batchrun.errors import ConfigError, JobStopped, OutputLocked, ResumeMismatch
+from batchrun.errors import ConfigError, ErrorKind, JobStopped, OutputLocked, ResumeMismatch
 from batchrun.idset import IdSet
 
 try:
@@ -43,6 +43,9 @@ class ResumeState:
 
     done_ids: IdSet = field(default_factory=IdSet)
     failed: dict[str, str] = field(default_factory=dict)  # custom_id -> error kind (last record)
+    # custom_id -> what its attempts in earlier runs billed, for ids with no result yet: a later
+    # record of the id carries it on, so billed_usd always adds up every attempt of an id.
+    billed: dict[str, float] = field(default_factory=dict)
     repaired_bytes: int = 0
     corrupt_lines: int = 0
     unavailable_models: list[str] = field(default_factory=list)
@@ -228,9 +231,17 @@ class Ledger:
             error = record.get("error") if isinstance(record, dict) else None
             if isinstance(custom_id, str) and isinstance(error, dict):
                 state.failed[custom_id] = str(error.get("code"))
+                billed = record.get("billed_usd")
+                if isinstance(billed, (int, float)) and billed > 0:
+                    state.billed[custom_id] = float(billed)
+                else:
+                    state.billed.pop(custom_id, None)
         done = state.done_ids
         state.failed = {
             custom_id: kind for custom_id, kind in state.failed.items() if custom_id not in done
+        }
+        state.billed = {
+            custom_id: usd for custom_id, usd in state.billed.items() if custom_id not in done
         }
 
     # -- writing -------------------------------------------------------------------------
@@ -245,8 +256,8 @@ class Ledger:
         except OSError as exc:
             raise JobStopped(
                 f"cannot write the output ({exc.strerror or exc}): free some space and run again to resume",
-                "output_error",
-            ) from None
+                ErrorKind.OUTPUT_ERROR,
+            ) from exc
         self._dirty = True
 
     def sync_due(self) -> bool:

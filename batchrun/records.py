@@ -42,7 +42,7 @@ class Request:
 
     __slots__ = (
         "attempts", "billed_usd", "body", "custom_id", "est_tokens", "line", "max_tokens",
-        "metadata", "model", "models", "prompt_tokens_est", "reserved_usd", "schema", "schema_failures",
+        "metadata", "model", "models", "prompt_tokens_est", "reserved_nano", "schema", "schema_failures",
         "schema_required",
     )
 
@@ -66,7 +66,7 @@ class Request:
         self.models: tuple[str, ...] = ()  # OpenRouter's fallback list: any of them may be billed
         self.attempts = 0
         self.billed_usd = 0.0
-        self.reserved_usd = 0.0  # worst-case cost booked against the budget while in flight
+        self.reserved_nano = 0  # worst-case cost booked against the budget while in flight
 
 
 class InvalidLine:

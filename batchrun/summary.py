@@ -28,7 +28,8 @@ class Summary:
         self.succeeded = 0
         self.failed: Counter[str] = Counter()
         self.already_done = 0
-        self.not_run = 0  # read but left unfinished by a stop; a rerun does them
+        self.not_run = 0  # left unfinished by a stop; a rerun does them
+        self.kept_failed = 0  # failed for good in an earlier run, not retried (--retry-failed)
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost_usd = 0.0
@@ -82,6 +83,7 @@ class Summary:
             "failed": dict(self.failed),
             "already_done": self.already_done,
             "not_run": self.not_run,
+            "kept_failed": self.kept_failed,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd,
@@ -99,6 +101,7 @@ class Summary:
         out = [
             f"succeeded {self.succeeded:,}  failed {self.failures:,}"
             + (f"  already done {self.already_done:,}" if self.already_done else "")
+            + (f"  kept as failed {self.kept_failed:,}" if self.kept_failed else "")
             + (f"  not run {self.not_run:,}" if self.not_run else ""),
         ]
         if self.failed:

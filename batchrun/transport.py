@@ -106,9 +106,10 @@ def _failure(exc: BaseException, timeout_s: float) -> TransportFailure | None:
             ErrorKind.CONNECTION_ERROR,
             f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
             f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
+            no_answer=True,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}")
+        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}", no_answer=True)
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return TransportFailure(ErrorKind.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
     return None
@@ -205,6 +206,7 @@ class Transport:
     ) -> None:
         self.url = chat_url(base_url)
         self.root = api_root(base_url)
+        self.host = urlsplit(self.url).netloc
         self._timeout_s = timeout_s
         self._stream_idle_s = stream_idle_s
         self._env_proxy = env_proxy

@@ -278,7 +278,7 @@ def test_request_books_prompt_plus_max_tokens(obj: dict[str, Any], max_tokens: i
     assert request.max_tokens == max_tokens
     assert request.prompt_tokens_est == 9
     assert request.est_tokens == est_tokens
-    assert (request.attempts, request.billed_usd, request.reserved_usd) == (0, 0.0, 0.0)
+    assert (request.attempts, request.billed_usd, request.reserved_nano) == (0, 0.0, 0)
 
 
 # -- budget ---------------------------------------------------------------------------------------
