@@ -8,7 +8,14 @@ import contextlib
 import signal
 import sys
 
-from .config import DIALECTS, SimConfig, parse_faults
+from .config import (
+    BATCH_FAULT_KINDS,
+    BATCH_ROW_FAULT_KINDS,
+    DIALECTS,
+    SimConfig,
+    parse_faults,
+    parse_rates,
+)
 from .process import LISTENING_PREFIX
 from .server import new_event_loop, serve, server_ssl_context
 
@@ -39,6 +46,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cost", action="store_true", help="send usage.cost as null")
     p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS")
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    b = p.add_argument_group("Batch APIs", "seconds count from the create's reply")
+    b.add_argument("--no-batch-api", action="store_true", help="serve no /batches routes")
+    b.add_argument("--batch-validating", type=float, default=0.5, metavar="S")
+    b.add_argument("--batch-processing", type=float, default=3.0, metavar="S",
+                   help="a batch is done this long after its create")
+    b.add_argument("--batch-visibility", type=float, default=1.0, metavar="S",
+                   help="GET 404s and list omits a new batch this long")
+    b.add_argument("--batch-first-visibility", type=float, default=None, metavar="S",
+                   help="the first batch's own visibility lag")
+    b.add_argument("--batch-list-cache", type=float, default=10.0, metavar="S",
+                   help="list answers cached per query string")
+    b.add_argument("--batch-expiry", type=float, default=None, metavar="S",
+                   help="rows not run by then expire (default 24 h, 96 h on Google)")
+    b.add_argument("--batch-cancel", type=float, default=0.5, metavar="S",
+                   help="OpenAI: how long cancelling lasts")
+    b.add_argument("--batch-row-fault", action="append", default=[], metavar="KIND=RATE",
+                   help=f"row faults: {', '.join(BATCH_ROW_FAULT_KINDS)}")
+    b.add_argument("--batch-fault", action="append", default=[], metavar="KIND=RATE",
+                   help=f"batch-route faults: {', '.join(BATCH_FAULT_KINDS)}")
+    b.add_argument("--batch-lost-replies", type=int, default=0, metavar="N",
+                   help="the first N creates persist their batch but drop the reply")
+    b.add_argument("--batch-max-requests", type=int, default=None, metavar="N")
+    b.add_argument("--batch-max-bytes", type=int, default=200_000_000, metavar="N")
+    b.add_argument("--batch-token-limit", type=int, default=None, metavar="N",
+                   help="OpenAI: enqueued tokens per model before token_limit_exceeded")
     return p
 
 
@@ -67,6 +99,22 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
             report_cost=not a.no_cost,
             tls_cert=a.tls_cert,
             tls_key=a.tls_key,
+            batch_api=not a.no_batch_api,
+            batch_validating_s=a.batch_validating,
+            batch_processing_s=a.batch_processing,
+            batch_visibility_s=a.batch_visibility,
+            batch_first_visibility_s=a.batch_first_visibility,
+            batch_list_cache_s=a.batch_list_cache,
+            batch_expiry_s=a.batch_expiry,
+            batch_cancel_s=a.batch_cancel,
+            batch_row_faults=parse_rates(
+                a.batch_row_fault, BATCH_ROW_FAULT_KINDS, "--batch-row-fault"
+            ),
+            batch_faults=parse_rates(a.batch_fault, BATCH_FAULT_KINDS, "--batch-fault"),
+            batch_lost_replies=a.batch_lost_replies,
+            batch_max_requests=a.batch_max_requests,
+            batch_max_bytes=a.batch_max_bytes,
+            batch_enqueued_token_limit=a.batch_token_limit,
         )
     except ValueError as exc:
         p.error(str(exc))

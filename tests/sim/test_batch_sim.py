@@ -142,3 +142,363 @@ def test_openrouter_results_pages_list_and_delete(fast: SimServer) -> None:
     assert (cancel.status, cancel.raw) == (404, b"Not Found")
     # Billing outlives the deletion.
     assert ledger(fast)["billed_by_batch"][batch_id]["rows"] == 7
+
+
+# -- OpenRouter: the synchronous checks ---------------------------------------------------------
+
+LONG = "x" * 64
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (
+            submit_body(rows(1), first="requests"),
+            400,
+            "endpoint and model are required and must appear before requests in the request body",
+        ),
+        (
+            orjson.dumps({"endpoint": "/v1/chat/completions", "requests": rows(1)}),
+            400,
+            "endpoint and model are required and must appear before requests in the request body",
+        ),
+        (
+            orjson.dumps({"endpoint": "/v1/completions", "model": MODEL, "requests": rows(1)}),
+            400,
+            "endpoint must be one of",
+        ),
+        (submit_body(rows(1), model="deepseek/deepseek-r1"), 400,
+         "Model 'deepseek/deepseek-r1' does not have a :batch endpoint."),
+        (submit_body(rows(1), model="no/such-model"), 400, "does not have a :batch endpoint."),
+        (submit_body(rows(1), model=MODEL + ":online"), 422, "not supported in batch"),
+        (
+            submit_body(rows(1), provider={"only": ["amazon-bedrock"]}),
+            404,
+            f"Model '{MODEL}' does not have an eligible :batch endpoint matching provider.only: "
+            "amazon-bedrock.",
+        ),
+        (submit_body(rows(4)), 413, "at most 3 requests"),
+        (submit_body([{"custom_id": LONG * 40, "body": chat("big")}]), 413, "byte limit"),
+        (submit_body([{"body": chat("x")}]), 400, "custom_id is required on requests[0]."),
+        (submit_body([{"custom_id": 7, "body": chat("x")}]), 400, "custom_id: Invalid input"),
+        (
+            submit_body([{"custom_id": "a", "body": chat("x")}, {"custom_id": "a", "body": chat("y")}]),
+            422,
+            "Request at line 2 has a duplicate custom_id 'a'",
+        ),
+        (
+            submit_body([{"custom_id": "a", "body": chat("x", model="openai/gpt-4o")}]),
+            400,
+            "does not match the batch-level model",
+        ),
+        (submit_body([]), 400, "requests must be a non-empty array."),
+        (submit_body(rows(1), completion_window="48h"), 400, "completion_window must be '24h'."),
+        (submit_body([{"custom_id": "a", "body": chat("x", max_tokens=9_000_000)}]), 402,
+         "Insufficient credits"),
+    ],
+)
+def test_openrouter_sync_checks_refuse_before_anything_is_created(
+    sim_factory: Callable[..., SimServer], body: bytes, status: int, message: str
+) -> None:
+    server = sim_factory(**FAST, batch_max_requests=3, batch_max_bytes=2_000, credits_usd=1.0)
+    ans = call(server.base_url, body, path="/batches")
+    assert ans.status == status, ans.raw
+    assert set(ans.json()) == {"error"}
+    assert ans.json()["error"]["code"] == status
+    assert message in ans.json()["error"]["message"]
+    assert call(server.root_url, None, path="/_sim/batches", method="GET").json()["batches"] == []
+
+
+def test_openrouter_keys_after_requests_are_not_part_of_the_envelope(fast: SimServer) -> None:
+    # provider.only after `requests` is ignored (the stream parser fixed the envelope already).
+    body = submit_body(rows(1))[:-1] + b',"provider":{"only":["amazon-bedrock"]}}'
+    ans = call(fast.base_url, body, path="/batches")
+    assert ans.status == 202 and ans.json()["provider"] == "OpenAI"
+
+
+def test_openrouter_batch_routes_need_a_key(fast: SimServer) -> None:
+    ans = call(fast.base_url, submit_body(rows(1)), path="/batches", key=None)
+    assert ans.status == 401 and ans.json()["error"]["code"] == 401
+
+
+def test_beta_prefix_serves_the_same_batches(fast: SimServer) -> None:
+    batch_id = call(fast.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    beta = call(fast.root_url, None, path=f"/api/beta/batches/{batch_id}", method="GET")
+    assert beta.status == 200 and beta.json()["id"] == batch_id
+
+
+# -- OpenRouter: the second stage ---------------------------------------------------------------
+
+IMAGE_B64 = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+@pytest.mark.parametrize(
+    ("bad", "model", "message"),
+    [
+        (chat("x", stream=True), MODEL, "Batch request 'bad' sets stream: true. Batch requests do not support stream: true."),
+        (chat("x", max_tokens=0), MODEL, "Batch request 'bad' sets 'max_tokens' below 1; each batched request must allow at least 1 output token."),
+        ({"messages": []}, MODEL, "Batch request 'bad' has no messages"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "see"}, IMAGE_B64]}]},
+            MODEL,
+            "Batch request 'bad' contains unsupported 'image_url' content. Only public http(s) image URLs are supported in batch",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA"}}]}]},
+            MODEL,
+            "Batch request 'bad' contains unsupported 'input_audio' content.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "AAAA"}}]}]},
+            MODEL,
+            "Batch request 'bad' contains unsupported 'file' content.",
+        ),
+        (chat("x", response_format={"type": "json_object"}), "google/gemini-2.0-flash-lite-001",
+         "Batch request 'bad' uses a different response_format from the first request"),
+    ],
+)
+def test_openrouter_second_stage_fails_the_whole_batch_and_bills_nothing(
+    fast: SimServer, bad: dict[str, Any], model: str, message: str
+) -> None:
+    requests = [*rows(2), {"custom_id": "bad", "body": bad}, *rows(2, prefix="s")]
+    ans = call(fast.base_url, submit_body(requests, model=model), path="/batches")
+    assert ans.status == 202, ans.raw
+    doc = finished(fast, ans.json()["id"])
+    assert doc["status"] == "failed"
+    assert doc["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
+    assert doc["results"] is None and doc["usage"] is None and doc["finalized_at"] is not None
+    assert doc["error"]["message"].startswith(message)
+    assert ledger(fast)["counts"]["batch_rows_billed"] == 0
+
+
+def test_openrouter_public_image_urls_pass_the_second_stage(fast: SimServer) -> None:
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "cat?"}, part]}]}
+    ans = call(fast.base_url, submit_body([{"custom_id": "img", "body": body}]), path="/batches")
+    assert finished(fast, ans.json()["id"])["status"] == "completed"
+
+
+# -- OpenRouter: row faults, expiry, 402 on read --------------------------------------------------
+
+
+def test_openrouter_row_markers_fail_rows_in_both_shapes_and_only_successes_are_billed(
+    fast: SimServer,
+) -> None:
+    requests = [
+        {"custom_id": "ok0", "body": chat("fine")},
+        {"custom_id": "rl", "body": chat("[[sim:429]] busy")},
+        {"custom_id": "five", "body": chat("[[sim:500]] broken")},
+        {"custom_id": "slow", "body": chat("[[sim:timeout]] slow")},
+        {"custom_id": "four", "body": chat("[[sim:row400]] refused")},
+        {"custom_id": "ok1", "body": chat("also fine")},
+    ]
+    batch_id = call(fast.base_url, submit_body(requests), path="/batches").json()["id"]
+    doc = finished(fast, batch_id)
+    assert doc["status"] == "completed" and doc["error"] is None
+    assert doc["request_counts"] == {"total": 6, "completed": 2, "failed": 4}
+    by_id = {r["custom_id"]: r for r in doc["results"]}
+    assert [r["custom_id"] for r in doc["results"]][:2] == ["ok0", "ok1"]  # successes first
+    assert by_id["rl"]["response"] is None and by_id["rl"]["error"]["error_type"] == "rate_limit_exceeded"
+    assert by_id["five"]["error"]["error_type"] == "server"
+    assert by_id["slow"]["error"]["error_type"] == "timeout"
+    four = by_id["four"]
+    assert four["error"] is None and four["response"]["status_code"] == 400
+    assert four["response"]["body"]["error"]["type"] == "invalid_request_error"
+    billed = ledger(fast)["billed_by_batch"][batch_id]
+    assert billed["rows"] == 2 and billed["billed_usd"] == pytest.approx(doc["usage"]["cost"])
+
+
+def test_openrouter_marker_with_a_count_fails_only_the_first_attempts(fast: SimServer) -> None:
+    requests = [{"custom_id": "a", "body": chat("[[sim:500*1]] flaky")}]
+    first = finished(fast, call(fast.base_url, submit_body(requests), path="/batches").json()["id"])
+    second = finished(fast, call(fast.base_url, submit_body(requests), path="/batches").json()["id"])
+    assert first["request_counts"]["failed"] == 1
+    assert first["error"]["message"] == (
+        "All 1 request(s) in this batch failed upstream; inspect each result's error field."
+    )
+    assert first["usage"]["cost"] == 0
+    assert second["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+
+
+def test_openrouter_row_fault_rate_is_seeded(sim_factory: Callable[..., SimServer]) -> None:
+    outcomes = []
+    for _ in range(2):
+        server = sim_factory(**FAST, batch_row_faults={"500": 0.3, "429": 0.2}, seed=7)
+        batch_id = call(server.base_url, submit_body(rows(40)), path="/batches").json()["id"]
+        doc = finished(server, batch_id)
+        outcomes.append(sorted(r["custom_id"] for r in doc["results"] if r["error"]))
+    assert outcomes[0] == outcomes[1] and 5 < len(outcomes[0]) < 35
+
+
+def test_openrouter_expiry_serves_the_rows_that_ran_and_bills_only_them(
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    # Rows finish evenly over [0.05, 0.45]; the window closes at 0.25: 5 of 10 ran.
+    server = sim_factory(**{**FAST, "batch_processing_s": 0.45, "batch_expiry_s": 0.25})
+    batch_id = call(server.base_url, submit_body(rows(10)), path="/batches").json()["id"]
+    doc = finished(server, batch_id)
+    assert doc["status"] == "expired"
+    assert [r["custom_id"] for r in doc["results"]] == [f"r{i}" for i in range(5)]
+    assert doc["request_counts"] == {"total": 10, "completed": 5, "failed": 0}
+    assert ledger(server)["billed_by_batch"][batch_id]["rows"] == 5
+    assert doc["usage"]["cost"] == pytest.approx(ledger(server)["counts"]["batch_billed_usd"])
+
+
+def test_openrouter_expire_marker_stops_the_batch_at_that_row(fast: SimServer) -> None:
+    requests = [*rows(2), {"custom_id": "stop", "body": chat("[[sim:expire*1]] here")}, *rows(2, "s")]
+    doc = finished(fast, call(fast.base_url, submit_body(requests), path="/batches").json()["id"])
+    assert doc["status"] == "expired"
+    assert [r["custom_id"] for r in doc["results"]] == ["r0", "r1"]
+    again = finished(fast, call(fast.base_url, submit_body(requests[2:]), path="/batches").json()["id"])
+    assert again["status"] == "completed" and again["request_counts"]["completed"] == 3
+
+
+def test_openrouter_402_on_read_until_a_top_up_then_billed_once(fast: SimServer) -> None:
+    batch_id = call(fast.base_url, submit_body(rows(3)), path="/batches").json()["id"]
+    call(fast.root_url, {"credits_usd": 1e-9}, path="/_sim/balance")
+
+    def unpaid() -> Answer | None:
+        ans = get(fast, f"/batches/{batch_id}")
+        return ans if ans.status == 402 else None
+
+    ans = wait_for(unpaid)
+    doc = ans.json()
+    assert doc["id"] == batch_id and doc["status"] == "completed" and doc["results"] is None
+    assert doc["error"]["code"] == 402
+    assert get(fast, f"/batches/{batch_id}/results").status == 402
+    assert ledger(fast)["counts"]["batch_rows_billed"] == 0
+    call(fast.root_url, {"credits_usd": 5.0}, path="/_sim/balance")
+    paid = get(fast, f"/batches/{batch_id}")
+    assert paid.status == 200 and len(paid.json()["results"]) == 3
+    assert ledger(fast)["billed_by_batch"][batch_id]["rows"] == 3
+    get(fast, f"/batches/{batch_id}")
+    assert ledger(fast)["counts"]["batch_rows_billed"] == 3
+
+
+# -- OpenRouter: visibility lag, list cache, filters, route faults ----------------------------------
+
+
+def test_openrouter_visibility_lag_and_list_cache(sim_factory: Callable[..., SimServer]) -> None:
+    server = sim_factory(**{**FAST, "batch_visibility_s": 0.4, "batch_list_cache_s": 0.6})
+    t0 = time.monotonic()
+    batch_id = call(server.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    early = get(server, f"/batches/{batch_id}")
+    listed_early = get(server, "/batches?limit=5")
+    if time.monotonic() - t0 < 0.4:  # only meaningful if the machine was quick enough
+        assert early.status == 404
+        assert early.json()["error"]["message"] == f"Batch job {batch_id} not found."
+        assert listed_early.json()["data"] == []
+    wait_for(lambda: get(server, f"/batches/{batch_id}").status == 200)
+    # A fresh query string sees it at once; the cached one only once its cache time is over.
+    assert get(server, "/batches?limit=6").json()["first_id"] == batch_id
+    if time.monotonic() - t0 < 0.6:
+        assert get(server, "/batches?limit=5").json()["data"] == []
+    wait_for(lambda: get(server, "/batches?limit=5").json()["first_id"] == batch_id)
+
+
+def test_openrouter_first_batch_can_have_a_long_lag(sim_factory: Callable[..., SimServer]) -> None:
+    server = sim_factory(**{**FAST, "batch_first_visibility_s": 30.0})
+    first = call(server.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    second = call(server.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    assert get(server, f"/batches/{second}").status == 200
+    assert get(server, f"/batches/{first}").status == 404
+    assert [b["id"] for b in get(server, "/batches").json()["data"]] == [second]
+
+
+def test_openrouter_list_pages_with_after_and_filters(fast: SimServer) -> None:
+    ids = [call(fast.base_url, submit_body(rows(1)), path="/batches").json()["id"] for _ in range(5)]
+    bad = call(fast.base_url, submit_body([{"custom_id": "x", "body": chat("x", stream=True)}]), path="/batches")
+    finished(fast, bad.json()["id"])
+    for batch_id in ids:
+        finished(fast, batch_id)
+    newest_first = [bad.json()["id"], *reversed(ids)]
+    got: list[str] = []
+    after = ""
+    while True:
+        page = get(fast, f"/batches?limit=2{after}").json()
+        got += [b["id"] for b in page["data"]]
+        if not page["has_more"]:
+            break
+        after = f"&after={page['last_id']}"
+    assert got == newest_first
+    failed = get(fast, "/batches?status=failed").json()["data"]
+    assert [b["id"] for b in failed] == [bad.json()["id"]]
+    both = get(fast, "/batches?status=failed&status=completed").json()["data"]
+    assert len(both) == 6
+    future = int(time.time()) + 3600
+    assert get(fast, f"/batches?created_after={future}").json()["data"] == []
+    assert len(get(fast, "/batches?created_after=2020-01-01T00:00:00Z").json()["data"]) == 6
+    for query in ("limit=0", "limit=101", "status=finalizing", "created_after=soon", "after=batch-x"):
+        ans = get(fast, f"/batches?{query}")
+        assert (ans.status, ans.json()["error"]["message"]) == (400, "Invalid batch list query.")
+
+
+def test_openrouter_delete_of_an_unfinished_batch_is_409(sim_factory: Callable[..., SimServer]) -> None:
+    server = sim_factory(**{**FAST, "batch_processing_s": 30.0})
+    batch_id = call(server.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    ans = call(server.base_url, None, path=f"/batches/{batch_id}", method="DELETE")
+    assert ans.status == 409 and "Only completed, failed, expired, or cancelled" in ans.json()["error"]["message"]
+    assert get(server, f"/batches/{batch_id}/results").status == 409
+    assert get(server, f"/batches/{batch_id}").json()["status"] in ("validating", "in_progress")
+
+
+def test_openrouter_results_cursor_and_limit_are_checked(fast: SimServer) -> None:
+    batch_id = call(fast.base_url, submit_body(rows(2)), path="/batches").json()["id"]
+    finished(fast, batch_id)
+    for query in ("limit=0", "limit=1001", "cursor=bm9wZQ"):
+        assert get(fast, f"/batches/{batch_id}/results?{query}").status == 400
+
+
+def test_openrouter_route_429_has_retry_after_and_creates_nothing(fast: SimServer) -> None:
+    ans = call(fast.base_url, submit_body(rows(1)), path="/batches", fault="429")
+    assert ans.status == 429 and ans.headers["Retry-After"] == "0.05"
+    assert ans.json()["error"] == {"message": "Batch API rate limit exceeded for the billable entity.", "code": 429}
+    assert call(fast.root_url, None, path="/_sim/batches", method="GET").json()["batches"] == []
+
+
+def test_openrouter_lost_reply_persists_the_batch(sim_factory: Callable[..., SimServer]) -> None:
+    server = sim_factory(**FAST, batch_lost_replies=1)
+    import aiohttp
+
+    with pytest.raises(aiohttp.ClientError):
+        call(server.base_url, submit_body(rows(2)), path="/batches")
+    (lost,) = call(server.root_url, None, path="/_sim/batches", method="GET").json()["batches"]
+    assert lost["custom_ids"] == ["r0", "r1"]
+    found = wait_for(lambda: get(server, "/batches").json()["data"])
+    assert found[0]["id"] == lost["id"] and found[0]["request_counts"]["total"] == 2
+    assert call(server.base_url, submit_body(rows(1)), path="/batches").status == 202
+
+
+def test_catalog_lists_batch_variants_at_half_price(fast: SimServer) -> None:
+    models = {m["id"]: m for m in get(fast, "/models").json()["data"]}
+    for slug in ("google/gemini-2.0-flash-lite-001", "openai/gpt-4o-mini"):
+        sync, batch = models[slug]["pricing"], models[slug + ":batch"]["pricing"]
+        for key in ("prompt", "completion"):
+            assert float(batch[key]) == pytest.approx(float(sync[key]) / 2)
+    assert "deepseek/deepseek-r1" in models and "deepseek/deepseek-r1:batch" not in models
+
+
+def test_plain_dialect_and_batch_api_off_have_no_batch_routes(
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    for server in (sim_factory(dialect="plain"), sim_factory(batch_api=False)):
+        assert call(server.base_url, submit_body(rows(1)), path="/batches").status == 404
+
+
+def test_sim_flags_set_the_batch_knobs() -> None:
+    from batchrun.sim.__main__ import config_from_args
+
+    config = config_from_args([
+        "--batch-processing", "0.2", "--batch-visibility", "0.1", "--batch-first-visibility", "9",
+        "--batch-list-cache", "0", "--batch-expiry", "5", "--batch-row-fault", "500=0.1",
+        "--batch-row-fault", "timeout=0.05", "--batch-fault", "429=0.2", "--batch-lost-replies", "2",
+        "--batch-max-requests", "10", "--batch-token-limit", "99", "--no-batch-api",
+    ])
+    assert (config.batch_processing_s, config.batch_visibility_s) == (0.2, 0.1)
+    assert (config.batch_first_visibility_s, config.batch_list_cache_s, config.batch_expiry_s) == (9, 0, 5)
+    assert config.batch_row_faults == {"500": 0.1, "timeout": 0.05}
+    assert config.batch_faults == {"429": 0.2}
+    assert (config.batch_lost_replies, config.batch_max_requests) == (2, 10)
+    assert config.batch_enqueued_token_limit == 99 and config.batch_api is False
+    with pytest.raises(SystemExit):
+        config_from_args(["--batch-row-fault", "418=0.1"])
