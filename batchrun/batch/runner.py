@@ -39,26 +39,22 @@ from batchrun.batch.journal import INTENT, SUBMITTED, Journal, Submission
 from batchrun.batch.openai import OpenAIBatches
 from batchrun.batch.openrouter import BatchApiError, OpenRouterBatches
 from batchrun.batch.plan import ENDPOINT, BatchItem, Chunk, Splitter, group_key
-from batchrun.config import JobConfig, api_key_from_env
-from batchrun.errors import (
-    PER_LINE_VERDICTS,
-    RETRYABLE_KINDS,
-    ConfigError,
-    ErrorKind,
-    TransportFailure,
-)
+from batchrun.config import JobConfig
+from batchrun.engine.budget import Budget, from_nano, to_nano
+from batchrun.engine.preflight import Preflight, parser_for, preflight, usd
+from batchrun.engine.redact import Redactor
+from batchrun.engine.writer import Writer
+from batchrun.errors import RETRYABLE_KINDS, ConfigError, ErrorKind, TransportFailure
 from batchrun.events import EventHandler, Finished, Notice, Planned
 from batchrun.idset import IdSet
 from batchrun.inputs import iter_lines, measure, open_input
-from batchrun.ledger import Ledger, read_records
-from batchrun.price_cache import read_prices, write_prices
+from batchrun.ledger import read_records
 from batchrun.pricing import Price, PriceBook
-from batchrun.records import InputParser, InvalidLine, Request, error_record, success_record
-from batchrun.retry import backoff, parse_retry_after
-from batchrun.runner import Runner, RunResult, _dumps_line
+from batchrun.records import InvalidLine, Request, error_record, success_record
+from batchrun.retry import Verdict, backoff, parse_retry_after
+from batchrun.runner import RunResult
 from batchrun.schema import validate_reply
 from batchrun.summary import Summary
-from batchrun.transport import Transport
 
 __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
 
@@ -66,7 +62,6 @@ __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
 # 60 s: OpenRouter's list cache is 10 s, and a new batch was seen missing for about 3 minutes).
 RECOVERY_POLLS = 4
 _SEND_ATTEMPTS = 8
-_SIM_KEY = "sk-or-v1-batchrun-simulator"
 _NO_BATCH_ENDPOINT = ("does not have a :batch endpoint", "does not have an eligible :batch endpoint")
 
 
@@ -107,21 +102,20 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._stop_kind: str | None = None
         self._stop_message = ""
-        self._secret = b""
+        self._redactor = Redactor(None)
+        self._budget = Budget(None)
+        self._writer: Writer | None = None
+        self._pre: Preflight | None = None
         self._done = IdSet()
         self._held: set[str] = set()  # input ids in batches that may still complete
         self._retry: dict[str, tuple[int, float]] = {}  # id -> (attempts so far, billed so far)
         self._open: dict[str, _Open] = {}
         self._unavailable: dict[str, str] = {}  # model -> why it cannot go in a batch
         self._written_errors: dict[str, set[str]] = {}  # batch id -> ids with an error record of it
-        self._spent = 0.0
-        self._reserved = 0.0
         self._not_sent = 0
         self._unbounded = 0  # requests the plan found without a price or max_tokens
-        self._ledger: Ledger | None = None
         self._journal: Journal | None = None
         self._client: OpenRouterBatches | OpenAIBatches | None = None
-        self._transport: Transport | None = None
         self._counts = {"submitted": 0, "collected": 0}
 
     # -- control -------------------------------------------------------------------------
@@ -147,14 +141,11 @@ class BatchRunner:
     async def run(self) -> RunResult:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
-            base_url, api_key = self._endpoint(stack)
-            self._secret = api_key.encode() if api_key and len(api_key) >= 8 else b""
-            ledger = Ledger(config.output, fsync_interval_s=config.fsync_interval_s)
-            self._ledger = ledger
-            stack.callback(ledger.close)
-            # The sync mode's manifest: a job may switch modes between runs.
-            manifest = Runner(config)._manifest()
-            state = ledger.open(manifest, force=config.force)
+            # The engine's preflight, as for sync: endpoint, key, output + manifest, prices, budget.
+            pre = await preflight(config, stack, api_key=self._api_key, emit=self._emit, connections=4)
+            self._pre = pre
+            self._prices, self._budget, self._redactor = pre.prices, pre.budget, pre.redactor
+            self._writer = Writer(pre.ledger, pre.redactor, self.summary)
             journal = Journal(config.output)
             self._journal = journal
             stack.callback(journal.close)
@@ -162,64 +153,25 @@ class BatchRunner:
             if journal.repaired_bytes:
                 self._emit(Notice(f"repaired the batch journal: cut a torn last line "
                                   f"({journal.repaired_bytes} bytes)"))
-            self._done = state.done_ids
-            self.summary.already_done = len(state.done_ids)
-            transport = await stack.enter_async_context(Transport(
-                base_url, api_key, connections=4, timeout_s=config.timeout_s, headers=config.headers,
-                env_proxy=not config.use_sim,
-            ))
-            self._transport = transport
+            self._done = pre.state.done_ids
+            self.summary.already_done = len(pre.state.done_ids)
+            self.summary.kept_failed = pre.kept_failures()
             self._client = OpenRouterBatches(self._send) if self.api == "openrouter" \
                 else OpenAIBatches(self._send)
-            if self.api == "openrouter":
-                await self._load_prices(transport)
             self._check_budget_prices()
-            await self._probe(transport.root)
-            kept = set() if config.retry_failed else {
-                custom_id for custom_id, kind in state.failed.items() if kind in PER_LINE_VERDICTS
-            }
+            await self._probe(pre.transport.root)
+            if pre.refused is not None:
+                self.stop(ErrorKind.AUTH_ERROR, pre.refused)
             self._resume_journal()
-            if config.max_cost_usd is not None:
-                self._spent = _billed_so_far(ledger)
-            self._emit(self._plan(base_url, kept))
+            self._emit(self._plan(pre.base_url))
             try:
-                await self._main(kept)
+                await self._main()
             except _Stopped:
                 pass
             finally:
                 self.summary.close()
-            still_failing = ledger.compact_errors(self._done)
+            still_failing = pre.ledger.compact_errors(self._done)
         return self._result(still_failing)
-
-    def _endpoint(self, stack: contextlib.ExitStack | contextlib.AsyncExitStack) -> tuple[str, str | None]:
-        config = self.config
-        if config.use_sim:
-            from batchrun.runner import _sim_args
-            from batchrun.sim import SimProcess
-
-            sim = stack.enter_context(SimProcess(_sim_args(config.sim)))
-            return sim.base_url, self._api_key or _SIM_KEY
-        api_key = self._api_key or api_key_from_env(config)
-        if api_key is None:
-            raise ConfigError(
-                f"no API key: set {config.api_key_env}"
-                + (" (get a key at https://openrouter.ai/keys)" if self.api == "openrouter" else "")
-                + ", or add --sim to try the job on the built-in simulator"
-            )
-        return config.base_url, api_key
-
-    async def _load_prices(self, transport: Transport) -> None:
-        use_cache = not self.config.use_sim
-        cached = read_prices(transport.root) if use_cache else None
-        if cached is not None and cached.fresh():
-            self._prices.load_models_payload(cached.payload, cached.source())
-            return
-        payload = await transport.get_json("/models")
-        if payload is not None and self._prices.load_models_payload(payload, "/models"):
-            if use_cache:
-                write_prices(transport.root, payload)
-        elif cached is not None:
-            self._prices.load_models_payload(cached.payload, cached.source() + ", no fresh list")
 
     def _batch_price(self, model: str) -> tuple[Price | None, bool]:
         """The price a batch of ``model`` is budgeted at, and whether it is the batch price.
@@ -267,13 +219,13 @@ class BatchRunner:
         for sub in self._journal.submissions.values():
             if sub.may_complete:
                 self._held.update(sub.input_ids())
-                self._reserved += sub.worst_usd
+                self._budget.reserved += to_nano(sub.worst_usd)  # booked whatever the cap is now
             if sub.state == SUBMITTED and sub.batch_id:
                 self._open[sub.nonce] = _Open(sub, now, self.config.poll_interval_s, now, sub.status)
                 open_batch_ids.add(sub.batch_id)
         if open_batch_ids:
-            assert self._ledger is not None
-            for _, record in read_records(self._ledger.paths["errors"]):
+            assert self._pre is not None
+            for _, record in read_records(self._pre.ledger.paths["errors"]):
                 batch_id = record.get("batch_id") if isinstance(record, dict) else None
                 if batch_id in open_batch_ids:
                     self._written_errors.setdefault(batch_id, set()).add(str(record.get("custom_id")))
@@ -284,14 +236,14 @@ class BatchRunner:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def _plan(self, base_url: str, kept: set[str]) -> Planned:
+    def _plan(self, base_url: str) -> Planned:
         config = self.config
         size = measure(config.input)
         lines = size.lines if config.limit is None else min(size.lines, config.limit)
         per_model: dict[str, int] = {}
         worst = 0.0
         batch_priced = True
-        for chunk in self._chunks(kept, only=None, dry=True):
+        for chunk in self._chunks(only=None, dry=True):
             per_model[chunk.model] = per_model.get(chunk.model, 0) + 1
             worst += chunk.worst_usd
             batch_priced = batch_priced and self._batch_price(chunk.model)[1]
@@ -316,24 +268,15 @@ class BatchRunner:
             text += " | worst case unknown (no max_tokens or no price)"
         return Planned(text, lines, not size.exact, len(self._done), worst if per_model and known else None)
 
-    def _chunks(self, kept: set[str], *, only: dict[str, tuple[int, float]] | None, dry: bool) -> Iterator[Chunk]:
+    def _chunks(self, *, only: dict[str, tuple[int, float]] | None, dry: bool) -> Iterator[Chunk]:
         """The input's requests still to send, as chunks of one batch each, in input order.
 
         ``only``: just these ids (a later round, for what never ran or failed transiently).
         ``dry``: count only (the plan): no record is written.
         """
         config = self.config
-        assert self._client is not None
-        skip = self._done
-        if kept:
-            skip = skip.copy()
-            for custom_id in kept:
-                skip.add(custom_id)
-        parser = InputParser(
-            model=config.model, params=config.params, system=config.system, template=config.template,
-            skip_ids=skip, budget_set=config.max_cost_usd is not None, keep_fields=config.keep_fields,
-            schema=config.schema,
-        )
+        assert self._client is not None and self._pre is not None
+        parser = parser_for(config, skip_ids=self._pre.skip_ids())
         limits = self._client.limits
         if config.max_batch_requests is not None:
             limits = replace(limits, max_requests=min(limits.max_requests, config.max_batch_requests))
@@ -391,7 +334,7 @@ class BatchRunner:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    async def _main(self, kept: set[str]) -> None:
+    async def _main(self) -> None:
         assert self._journal is not None
         if self._stop_kind is not None:
             return
@@ -399,7 +342,7 @@ class BatchRunner:
         # Lost replies first: nothing of a submission is sent again before it is looked for.
         intents = [sub for sub in self._journal.submissions.values() if sub.state == INTENT]
         await asyncio.gather(*(self._recover(sub) for sub in intents))
-        chunks: Iterator[Chunk] | None = self._chunks(kept, only=None, dry=False)
+        chunks: Iterator[Chunk] | None = self._chunks(only=None, dry=False)
         waiting: Chunk | None = None  # a chunk that waits for the budget
         while True:
             while chunks is not None and self._stop_kind is None:
@@ -429,7 +372,7 @@ class BatchRunner:
                     only, self._retry = self._retry, {}
                     self._emit(Notice(f"{len(only):,} lines go into new batches (never ran, or failed "
                                       "transiently)"))
-                    chunks = self._chunks(kept, only=only, dry=False)
+                    chunks = self._chunks(only=only, dry=False)
                     continue
                 if chunks is None:
                     return
@@ -442,18 +385,16 @@ class BatchRunner:
         While batches are open the whole chunk waits for them (they free what they did not
         spend); with none open, what fits is sent and the rest is not.
         """
-        limit = self.config.max_cost_usd
-        if limit is None:
-            return chunk, None
-        left = limit - self._spent - self._reserved
-        if chunk.worst_usd <= left:
+        budget = self._budget
+        left = budget.left()
+        if left is None or to_nano(chunk.worst_usd) <= left:
             return chunk, None
         if self._open:
             return None, chunk
         taken: list[BatchItem] = []
         total = 0.0
         for item in chunk.items:
-            if total + item.worst_usd > left:
+            if to_nano(total + item.worst_usd) > left:
                 break
             taken.append(item)
             total += item.worst_usd
@@ -465,9 +406,10 @@ class BatchRunner:
         return Chunk(chunk.key, chunk.model, taken), rest
 
     def _budget_message(self) -> str:
-        limit = self.config.max_cost_usd
-        return (f"budget reached: ${self._spent:.4f} spent and ${self._reserved:.4f} booked for open "
-                f"batches of ${limit:g}; raise --max-cost and run again to resume")
+        budget = self._budget
+        return (f"budget reached: {usd(budget.spent_usd())} spent and {usd(from_nano(budget.reserved))} "
+                f"booked for open batches of ${self.config.max_cost_usd:g}; raise --max-cost and run "
+                "again to resume")
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -483,7 +425,7 @@ class BatchRunner:
         )
         sub = journal.submissions[nonce]
         self._held.update(sub.input_ids())
-        self._reserved += sub.worst_usd
+        self._budget.reserved += to_nano(sub.worst_usd)  # _fit_budget checked it fits
         bodies = [it.body for it in chunk.items]
         attempt = 0
         while True:
@@ -558,7 +500,7 @@ class BatchRunner:
 
     def _release(self, sub: Submission) -> None:
         self._held.difference_update(sub.input_ids())
-        self._reserved = max(self._reserved - sub.worst_usd, 0.0)
+        self._budget.settle(to_nano(sub.worst_usd), 0)
 
     def _open_batch(self, sub: Submission, status: str | None) -> None:
         now = time.time()
@@ -735,7 +677,7 @@ class BatchRunner:
                        cost_usd=cost)
         del self._open[sub.nonce]
         self._release(sub)
-        self._spent += cost
+        self._budget.spent += to_nano(cost)
         self._counts["collected"] += 1
         self._emit(Notice(f"batch {batch_id} collected: {info.status}, ${cost:.6f} billed"))
         if self.config.purge:
@@ -790,8 +732,6 @@ class BatchRunner:
         if verdict.kind is None and self.config.schema is not None and body is not None:
             parsed, problem = validate_reply(body, self.config.schema)
             if problem is not None:
-                from batchrun.retry import Verdict
-
                 verdict = Verdict(ErrorKind.INVALID_OUTPUT, problem, body)
         if verdict.kind is None and body is not None and outcome.raw_body is not None:
             request.schema_required = self.config.schema is not None
@@ -832,30 +772,31 @@ class BatchRunner:
     # -- writing ------------------------------------------------------------------------------------
 
     def _write_result(self, record: dict[str, Any], raw_body: bytes) -> None:
-        assert self._ledger is not None
-        self.summary.add(record)
-        self._ledger.write(self._redact_line(_dumps_line(record, raw_body)), b"")
+        assert self._writer is not None
+        self._writer.result(record, raw_body)
+        self._writer.flush()
         self._done.add(record["custom_id"])
         self._emit(Finished(record["custom_id"], None))
 
     def _write_error(self, record: dict[str, Any], batch_id: str | None) -> None:
-        assert self._ledger is not None
+        assert self._writer is not None
         if batch_id is not None:
             record["batch_id"] = batch_id
-        self.summary.add(record)
-        self._ledger.write(b"", self._redact_line(_dumps_line(record)))
+        self._writer.error(record)
+        self._writer.flush()
         self._emit(Finished(record["custom_id"], record["error"]["code"]))
 
     def _flush_sync(self) -> None:
-        assert self._ledger is not None
-        self._ledger.sync()
-
-    def _redact_line(self, line: bytes) -> bytes:
-        secret = self._secret
-        return line.replace(secret, b"[redacted]") if secret and secret in line else line
+        """Everything written so far is on disk (fsync) before the journal says so."""
+        assert self._writer is not None and self._pre is not None
+        self._writer.flush()
+        if self._writer.failure is not None:
+            self.stop(self._writer.failure.kind, str(self._writer.failure))
+            raise _Stopped
+        self._pre.ledger.sync()
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret.decode(), "[redacted]") if self._secret else text
+        return self._redactor.text(text)
 
     # -- the wire -------------------------------------------------------------------------------------
 
@@ -864,13 +805,14 @@ class BatchRunner:
         params: dict[str, Any] | None = None, retry: bool = True,
     ) -> ApiReply:
         """One Batch API call; GETs and DELETEs are retried on 429 (as told), 5xx and no answer."""
-        assert self._transport is not None
+        assert self._pre is not None
+        transport = self._pre.transport
         query = {k: str(v) for k, v in (params or {}).items()} or None
         attempt = 0
         while True:
             attempt += 1
             try:
-                status, headers, raw = await self._transport.request(
+                status, headers, raw = await transport.request(
                     method, path, data=data, content_type=content_type or "application/json", params=query,
                 )
             except TransportFailure:
@@ -913,16 +855,6 @@ class BatchRunner:
         else:
             code = 0
         return RunResult(summary, code, kind, message, self.config.output, self.config.errors_path)
-
-
-def _billed_so_far(ledger: Ledger) -> float:
-    """What the output's records already billed: the budget is the job's, not a run's."""
-    total = 0.0
-    for key in ("results", "errors"):
-        for _, record in read_records(ledger.paths[key]):
-            if isinstance(record, dict) and isinstance(record.get("billed_usd"), (int, float)):
-                total += float(record["billed_usd"])
-    return total
 
 
 def _jitter(seconds: float) -> float:
