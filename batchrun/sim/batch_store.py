@@ -206,6 +206,11 @@ class BatchStore:
         self._lock = threading.RLock()
         self.reset()
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every change to batches and files holds (re-entrant)."""
+        return self._lock
+
     def reset(self) -> None:
         """Forget every batch, file and marker count; restore the configured balance."""
         with self._lock:
@@ -242,6 +247,8 @@ class BatchStore:
             lag = cfg.batch_visibility_s
             if self._seq == 1 and cfg.batch_first_visibility_s is not None:
                 lag = cfg.batch_first_visibility_s
+            if dialect != "openrouter":
+                lag = 0.0  # OpenAI documents no read-after-write lag
             validated = t + cfg.batch_validating_s
             window = cfg.batch_expiry_s
             if window is None:
@@ -395,7 +402,8 @@ class BatchStore:
         # results wait until a top-up (batch-wire A4.3, A10). Rows are billed here, once.
         cost = b.cost
         left = self.remaining_usd()
-        if left is not None and cost > 0 and cost > left + 1e-12:
+        gated = b.dialect == "openrouter"  # OpenAI has no 402 on read
+        if gated and left is not None and cost > 0 and cost > left + 1e-12:
             return
         assert b.model is not None or not any(r.ok for r in b.results)
         for r in b.results:
@@ -444,6 +452,8 @@ class BatchStore:
                 kind = forced
         else:
             kind = self._drawn_fault(b) or "ok"
+        if kind == "ok" and not _runnable(body):
+            kind = "400"  # OpenAI runs what it cannot answer and reports a 400 in its row
         gen_id = f"gen-batch-{int(t)}-{random_alnum(20)}"
         if kind != "ok":
             return RowResult(row, kind, gen_id, None, 0.0, t)
@@ -482,8 +492,10 @@ class BatchStore:
         """Start cancelling (OpenAI): rows not run by now are never run."""
         with self._lock:
             if b.status == "validating":
-                b.status, b.in_progress_at = "in_progress", now
-                b.validated_at = min(b.validated_at, now)
+                b.validated_at = now  # validate at once, then cancel what it accepted
+                self._advance(b, now)
+            if b.terminal or b.status == "cancelling":
+                return
             b.cancelling_at = now
             b.status = "cancelling"
 
@@ -513,6 +525,22 @@ class BatchStore:
                     "error": None if b.error is None else b.error.message,
                 })
             return out
+
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
+
+
+def _runnable(body: Mapping[str, Any]) -> bool:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return False
+    if not all(isinstance(m, dict) and m.get("role") in _ROLES for m in messages):
+        return False
+    for key in ("max_tokens", "max_completion_tokens"):
+        cap = body.get(key)
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            return False
+    return True
 
 
 def estimate_usd(model: Model, rows: list[Row]) -> float:

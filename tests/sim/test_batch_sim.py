@@ -333,8 +333,8 @@ def test_openrouter_row_fault_rate_is_seeded(sim_factory: Callable[..., SimServe
 def test_openrouter_expiry_serves_the_rows_that_ran_and_bills_only_them(
     sim_factory: Callable[..., SimServer],
 ) -> None:
-    # Rows finish evenly over [0.05, 0.45]; the window closes at 0.25: 5 of 10 ran.
-    server = sim_factory(**{**FAST, "batch_processing_s": 0.45, "batch_expiry_s": 0.25})
+    # Rows finish evenly over [0.05, 0.45], one each 0.04 s; the window closes at 0.27: 5 of 10 ran.
+    server = sim_factory(**{**FAST, "batch_processing_s": 0.45, "batch_expiry_s": 0.27})
     batch_id = call(server.base_url, submit_body(rows(10)), path="/batches").json()["id"]
     doc = finished(server, batch_id)
     assert doc["status"] == "expired"
@@ -502,3 +502,201 @@ def test_sim_flags_set_the_batch_knobs() -> None:
     assert config.batch_enqueued_token_limit == 99 and config.batch_api is False
     with pytest.raises(SystemExit):
         config_from_args(["--batch-row-fault", "418=0.1"])
+
+
+# -- OpenAI: files, batches, output and error files ------------------------------------------------
+
+
+def oai_line(cid: str, text: str, *, model: str = MODEL, url: str = "/v1/chat/completions",
+             **body: Any) -> dict[str, Any]:
+    return {"custom_id": cid, "method": "POST", "url": url, "body": {"model": model, **chat(text), **body}}
+
+
+def upload(server: SimServer, lines: list[Any], *, purpose: str = "batch", name: str = "in.jsonl") -> Answer:
+    import asyncio
+
+    import aiohttp
+
+    content = b"".join((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines)
+
+    async def send() -> Answer:
+        form = aiohttp.FormData()
+        form.add_field("purpose", purpose)
+        form.add_field("file", content, filename=name, content_type="application/jsonl")
+        async with aiohttp.ClientSession() as session, session.post(
+            server.base_url + "/files", data=form, headers={"Authorization": "Bearer sk-test"}
+        ) as resp:
+            return Answer(resp.status, dict(resp.headers), await resp.read())
+
+    return asyncio.run(send())
+
+
+def oai_create(server: SimServer, file_id: str, **extra: Any) -> Answer:
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", **extra}
+    return call(server.base_url, body, path="/batches")
+
+
+def oai_finished(server: SimServer, batch_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        doc = get(server, f"/batches/{batch_id}").json()
+        return doc if doc["status"] in ("completed", "failed", "expired", "cancelled") else None
+
+    return wait_for(done)
+
+
+def content(server: SimServer, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    raw = get(server, f"/files/{file_id}/content").raw
+    return [orjson.loads(line) for line in raw.splitlines()]
+
+
+@pytest.fixture
+def oai(sim_factory: Callable[..., SimServer]) -> SimServer:
+    return sim_factory(**FAST, dialect="openai")
+
+
+def test_openai_flow_files_batch_output_and_billing(oai: SimServer) -> None:
+    lines = [oai_line(f"c{i}", f"Say something about item {i}.") for i in range(4)]
+    lines.append(oai_line("bad", "[[sim:row400]] refused"))
+    up = upload(oai, lines, name="nonce-1.jsonl")
+    assert up.status == 200
+    meta = up.json()
+    assert meta["object"] == "file" and meta["purpose"] == "batch" and meta["status"] == "processed"
+    assert meta["filename"] == "nonce-1.jsonl" and meta["expires_at"] > meta["created_at"]
+    assert get(oai, f"/files/{meta['id']}").json() == meta
+    created = oai_create(oai, meta["id"], metadata={"client_submission_id": "nonce-1"})
+    assert created.status == 200
+    doc = created.json()
+    assert doc["status"] == "validating" and doc["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+    assert doc["metadata"] == {"client_submission_id": "nonce-1"}
+    assert doc["id"].startswith("batch_") and doc["output_file_id"] is None
+    done = oai_finished(oai, doc["id"])
+    assert done["status"] == "completed" and done["model"] == MODEL
+    assert done["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
+    assert done["completed_at"] and done["finalizing_at"] and done["in_progress_at"]
+    out, err = content(oai, done["output_file_id"]), content(oai, done["error_file_id"])
+    assert sorted(r["custom_id"] for r in out) == [f"c{i}" for i in range(4)]
+    for row in out:
+        assert row["error"] is None and row["response"]["status_code"] == 200
+        assert "cost" not in row["response"]["body"]["usage"]
+    (bad,) = err
+    assert bad["custom_id"] == "bad" and bad["error"] is None
+    assert bad["response"]["status_code"] == 400 and bad["response"]["body"]["error"]["type"] == "invalid_request_error"
+    usage = done["usage"]
+    assert usage["input_tokens"] == sum(r["response"]["body"]["usage"]["prompt_tokens"] for r in out)
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    book = ledger(oai)
+    assert book["billed_by_batch"][done["id"]]["rows"] == 4
+    expected = usage["input_tokens"] * 0.075e-6 + usage["output_tokens"] * 0.30e-6  # half of 0.15/0.60
+    assert book["counts"]["batch_billed_usd"] == pytest.approx(expected)
+    # Reconciliation hooks: file list by purpose, newest first; batch list with metadata.
+    files = get(oai, "/files?purpose=batch&order=desc").json()["data"]
+    assert [f["filename"] for f in files] == ["nonce-1.jsonl"]
+    outputs = get(oai, "/files?purpose=batch_output").json()["data"]
+    assert {f["id"] for f in outputs} == {done["output_file_id"], done["error_file_id"]}
+    listed = get(oai, "/batches?limit=10").json()
+    assert listed["data"][0]["metadata"] == {"client_submission_id": "nonce-1"}
+    deleted = call(oai.base_url, None, path=f"/files/{meta['id']}", method="DELETE")
+    assert deleted.json() == {"id": meta["id"], "object": "file", "deleted": True}
+    assert get(oai, f"/files/{meta['id']}").status == 404
+
+
+@pytest.mark.parametrize(
+    ("lines", "code", "line"),
+    [
+        ([oai_line("a", "x"), b"{not json"], "invalid_json_line", 2),
+        ([oai_line("a", "x"), {"method": "POST", "url": "/v1/chat/completions", "body": {}}],
+         "missing_required_parameter", 2),
+        ([oai_line("a", "x"), oai_line("a", "y")], "duplicate_custom_id", 2),
+        ([oai_line("a", "x"), oai_line("b", "y", model="openai/gpt-4o-mini:batch")], "mismatched_model", 2),
+        ([oai_line("a", "x", url="/v1/embeddings")], "invalid_url", 1),
+        ([oai_line("a", "x", model="deepseek/deepseek-r1")], "model_not_found", 1),
+        ([oai_line("a", "x", stream=True)], "streaming_unsupported", 1),
+    ],
+)
+def test_openai_validation_fails_the_whole_batch_at_the_first_bad_line(
+    oai: SimServer, lines: list[Any], code: str, line: int
+) -> None:
+    file_id = upload(oai, lines).json()["id"]
+    done = oai_finished(oai, oai_create(oai, file_id).json()["id"])
+    assert done["status"] == "failed" and done["failed_at"]
+    assert done["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+    (error,) = done["errors"]["data"]
+    assert (error["code"], error["line"]) == (code, line)
+    assert done["output_file_id"] is None and done["error_file_id"] is None
+    assert ledger(oai)["counts"]["batch_rows_billed"] == 0
+
+
+def test_openai_wrong_purpose_and_unknown_file_fail_asynchronously(oai: SimServer) -> None:
+    other = upload(oai, [oai_line("a", "x")], purpose="user_data").json()["id"]
+    for file_id in (other, "file-nope"):
+        done = oai_finished(oai, oai_create(oai, file_id).json()["id"])
+        assert done["status"] == "failed"
+        assert done["errors"]["data"][0]["code"] == "invalid_request"
+
+
+def test_openai_sync_refusals(oai: SimServer) -> None:
+    file_id = upload(oai, [oai_line("a", "x")]).json()["id"]
+    assert oai_create(oai, file_id, completion_window="1h").status == 400
+    assert oai_create(oai, file_id, endpoint="/v1/nope").status == 400
+    assert oai_create(oai, file_id, metadata={f"k{i}": "v" for i in range(17)}).status == 400
+    assert call(oai.base_url, {"endpoint": "/v1/chat/completions"}, path="/batches").status == 400
+    assert upload(oai, [oai_line("a", "x")], purpose="nonsense").status == 400
+    missing = get(oai, "/batches/batch_nope")
+    assert missing.status == 404 and missing.json()["error"]["message"] == "No batch found with id 'batch_nope'."
+
+
+def test_openai_expiry_keeps_partial_output_and_marks_the_rest_batch_expired(
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    # Rows run evenly over [0.05, 0.41], one each 0.036 s (the last tenth is finalizing); the
+    # window closes at 0.245: 5 of 10 ran.
+    server = sim_factory(**{**FAST, "batch_processing_s": 0.45, "batch_expiry_s": 0.245}, dialect="openai")
+    file_id = upload(server, [oai_line(f"c{i}", f"item {i}") for i in range(10)]).json()["id"]
+    done = oai_finished(server, oai_create(server, file_id).json()["id"])
+    assert done["status"] == "expired" and done["expired_at"]
+    out, err = content(server, done["output_file_id"]), content(server, done["error_file_id"])
+    assert len(out) == 5 and len(err) == 5
+    assert {r["error"]["code"] for r in err} == {"batch_expired"} and all(r["response"] is None for r in err)
+    assert ledger(server)["billed_by_batch"][done["id"]]["rows"] == 5
+
+
+def test_openai_cancel_goes_through_cancelling(sim_factory: Callable[..., SimServer]) -> None:
+    server = sim_factory(**{**FAST, "batch_processing_s": 30.0, "batch_cancel_s": 0.1}, dialect="openai")
+    file_id = upload(server, [oai_line(f"c{i}", f"item {i}") for i in range(3)]).json()["id"]
+    batch_id = oai_create(server, file_id).json()["id"]
+    ans = call(server.base_url, None, path=f"/batches/{batch_id}/cancel")
+    assert ans.status == 200 and ans.json()["status"] == "cancelling" and ans.json()["cancelling_at"]
+    done = oai_finished(server, batch_id)
+    assert done["status"] == "cancelled" and done["cancelled_at"]
+    assert done["output_file_id"] is None
+    assert {r["error"]["code"] for r in content(server, done["error_file_id"])} == {"batch_cancelled"}
+    again = call(server.base_url, None, path=f"/batches/{batch_id}/cancel")
+    assert again.status == 400
+    assert ledger(server)["counts"]["batch_rows_billed"] == 0
+
+
+def test_openai_all_failed_has_only_an_error_file(oai: SimServer) -> None:
+    file_id = upload(oai, [oai_line("a", "[[sim:500]] x"), oai_line("b", "[[sim:timeout]] y")]).json()["id"]
+    done = oai_finished(oai, oai_create(oai, file_id).json()["id"])
+    assert done["status"] == "completed" and done["output_file_id"] is None
+    err = {r["custom_id"]: r for r in content(oai, done["error_file_id"])}
+    assert err["a"]["response"]["status_code"] == 500
+    assert err["b"]["response"] is None and err["b"]["error"]["code"] == "request_timeout"
+
+
+def test_openai_enqueued_token_limit(sim_factory: Callable[..., SimServer]) -> None:
+    server = sim_factory(**FAST, dialect="openai", batch_enqueued_token_limit=5)
+    file_id = upload(server, [oai_line("a", "a prompt well over five tokens long")]).json()["id"]
+    done = oai_finished(server, oai_create(server, file_id).json()["id"])
+    assert done["status"] == "failed" and done["errors"]["data"][0]["code"] == "token_limit_exceeded"
+
+
+def test_openai_list_pages_newest_first(oai: SimServer) -> None:
+    file_id = upload(oai, [oai_line("a", "x")]).json()["id"]
+    ids = [oai_create(oai, file_id).json()["id"] for _ in range(3)]
+    first = get(oai, "/batches?limit=2").json()
+    assert [b["id"] for b in first["data"]] == ids[::-1][:2] and first["has_more"]
+    rest = get(oai, f"/batches?limit=2&after={first['last_id']}").json()
+    assert [b["id"] for b in rest["data"]] == [ids[0]] and not rest["has_more"]
