@@ -21,9 +21,11 @@ from batchrun.pricing import Price
 from batchrun.retry import Verdict, classify_response
 
 __all__ = [
+    "FailedBatch",
     "RowOutcome",
     "allocate_cost",
     "classify_row",
+    "failed_batch",
     "failed_batch_index",
     "row_usage",
     "token_weight",
@@ -117,6 +119,41 @@ def failed_batch_index(message: str, nonce: str) -> int | None:
         if match.group(1) == nonce:
             return int(match.group(2))
     return None
+
+
+# OpenAI's validation codes of a failed batch (batch-wire B3): some name a bad line, some the batch.
+_LINE_CODES = frozenset({
+    "invalid_json_line", "duplicate_custom_id", "missing_required_parameter", "mismatched_model",
+    "invalid_url", "streaming_unsupported",
+})
+_MODEL_CODES = frozenset({"model_not_found"})
+_NO_BATCH_MODEL = re.compile(r"not supported by the batch api|does not have (?:an eligible )?:batch endpoint",
+                             re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedBatch:
+    """Why a batch failed before running anything: one bad line, its model, or the whole batch."""
+
+    scope: str  # "line": ``index`` is refused; "model": no batch for it; "batch": try again later
+    index: int | None
+    message: str
+
+
+def failed_batch(message: str, errors: Sequence[Mapping[str, Any]], nonce: str) -> FailedBatch:
+    """Read a failed batch's ``error.message`` (OpenRouter) or ``errors.data`` (OpenAI)."""
+    first = errors[0] if errors else {}
+    code = str(first.get("code") or "")
+    text = message or str(first.get("message") or "") or "the batch failed"
+    if code in _MODEL_CODES or _NO_BATCH_MODEL.search(text):
+        return FailedBatch("model", None, text)
+    index = failed_batch_index(text, nonce)
+    if index is None and code in _LINE_CODES:
+        line = first.get("line")
+        index = line - 1 if isinstance(line, int) and not isinstance(line, bool) and line > 0 else None
+    if index is not None:
+        return FailedBatch("line", index, text)
+    return FailedBatch("batch", None, text)
 
 
 def _int(value: Any) -> int:

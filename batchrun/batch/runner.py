@@ -26,10 +26,11 @@ import orjson
 
 from batchrun.batch.checks import batch_problem
 from batchrun.batch.collect import (
+    FailedBatch,
     RowOutcome,
     allocate_cost,
     classify_row,
-    failed_batch_index,
+    failed_batch,
     row_usage,
     token_weight,
     wire_index,
@@ -650,12 +651,12 @@ class BatchRunner:
         price, _ = self._batch_price(sub.model)
         shares = dict(zip(billed, allocate_cost(cost, [token_weight(outcomes[i].usage, price)
                                                         for i in billed]), strict=True))
-        failed_at = None
-        if info.status == "failed":
-            failed_at = failed_batch_index(info.error_message, sub.nonce)
-            if failed_at is None and info.errors:
-                line = info.errors[0].get("line")
-                failed_at = int(line) - 1 if isinstance(line, int) and line > 0 else None
+        failure = failed_batch(info.error_message, info.errors, sub.nonce) \
+            if info.status == "failed" else None
+        if failure is not None and failure.scope == "model":
+            self._unavailable[sub.model] = failure.message
+            self._emit(Notice(f"model {sub.model} cannot run in a batch ({failure.message}): its lines "
+                              "are not sent; run them with --mode sync"))
         written_before = self._written_errors.get(batch_id, set())
         latency = max(now - sub.t0, 0.0)
         for index, (custom_id, line, attempts, metadata, *rest) in enumerate(sub.items):
@@ -665,7 +666,7 @@ class BatchRunner:
                 continue
             outcome = outcomes.get(index)
             if outcome is None or not outcome.ran:
-                self._not_run(sub, info, index, failed_at, custom_id, int(line), int(attempts), metadata,
+                self._not_run(sub, failure, index, custom_id, int(line), int(attempts), metadata,
                               carried)
                 continue
             request = Request(custom_id, int(line), b"", sub.model, 0, None, metadata, False)
@@ -700,21 +701,26 @@ class BatchRunner:
         return total, "price_table"
 
     def _not_run(
-        self, sub: Submission, info: BatchInfo, index: int, failed_at: int | None, custom_id: str,
+        self, sub: Submission, failure: FailedBatch | None, index: int, custom_id: str,
         line: int, attempts: int, metadata: Any, carried: float,
     ) -> None:
         """A row that never ran: again in a later batch, without using an attempt (except as below).
 
-        A failed batch ran nothing: the line its error names is refused for good; when it names
-        none, every line uses an attempt, so a batch that always fails ends in error records.
+        A failed batch ran nothing: the line its error names is refused for good, and the others
+        go again; when it names none, every line uses an attempt, so a batch that always fails
+        ends in error records; a model without batch support leaves its lines unsent.
         """
-        if info.status == "failed" and (failed_at is None or failed_at == index):
+        if failure is not None and failure.scope == "model":
+            self._not_sent += 1
+            return
+        if failure is not None and (failure.scope == "batch" or failure.index == index):
             attempts += 1
-            message = info.error_message or "; ".join(str(e.get("message")) for e in info.errors) \
-                or "the batch failed"
-            if failed_at == index or attempts >= self.config.max_attempts:
-                kind = ErrorKind.INVALID_REQUEST if failed_at == index else ErrorKind.PROVIDER_ERROR
-                record = error_record(custom_id, line, kind, f"the Batch API failed the batch: {message}",
+            if failure.index == index or attempts >= self.config.max_attempts:
+                kind = ErrorKind.INVALID_REQUEST if failure.index == index else ErrorKind.PROVIDER_ERROR
+                record = error_record(custom_id, line, kind,
+                                      f"the Batch API failed the batch for this line: {failure.message}"
+                                      if failure.index == index else
+                                      f"the Batch API failed the batch: {failure.message}",
                                       metadata=metadata)
                 record["attempts"] = attempts
                 self._write_error(record, str(sub.batch_id))
