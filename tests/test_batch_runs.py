@@ -30,8 +30,9 @@ FAST: dict[str, Any] = {
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _get(url: str) -> Any:
-    with _OPENER.open(url, timeout=10) as response:
+def _get(url: str, key: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=10) as response:
         return orjson.loads(response.read())
 
 
@@ -59,7 +60,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 def batch_job(
     tmp_path: Path, sim: SimServer, rows: list[dict[str, Any]], *, limits: str = "", extra: str = "",
-    openai: bool = False,
+    openai: bool = False, poll: float = 0.1,
 ) -> Path:
     input_path = write_jsonl(tmp_path / "in.jsonl", rows)
     job = tmp_path / "job.toml"
@@ -72,7 +73,7 @@ def batch_job(
     job.write_text(
         f'input = "{input_path}"\noutput = "{tmp_path / "out.jsonl"}"\nbase_url = "{sim.base_url}"\n'
         f'mode = "batch"\n{dialect}{extra}\n'
-        f"[limits]\npoll_interval_s = 0.1\n{limits}\n"
+        f"[limits]\npoll_interval_s = {poll}\n{limits}\n"
         "[retry]\nbackoff_base_s = 0.01\nbackoff_cap_s = 0.05\n"
         f"{pricing}"
     )
@@ -94,7 +95,7 @@ def journal_ops(out: Path) -> list[dict[str, Any]]:
 
 def kill(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)  # also closes its pipe
 
 
 def assert_exactly_once(out: Path, sim: SimServer, ids: set[str]) -> list[dict[str, Any]]:
@@ -170,7 +171,7 @@ def test_sigkill_between_post_and_reply_then_rerun_adopts_the_batch(
     # (GET 404, missing from the list) for a while: the client is killed while it looks for it.
     sim = sim_factory(**{**FAST, "batch_lost_replies": 1, "batch_first_visibility_s": 1.0})
     out = tmp_path / "out.jsonl"
-    job = batch_job(tmp_path, sim, prompts(25), limits="max_batch_requests = 10\npoll_interval_s = 0.5")
+    job = batch_job(tmp_path, sim, prompts(25), limits="max_batch_requests = 10", poll=0.5)
     proc = start_batch(job)
     wait_for(lambda: len(sim_batches(sim)) == 1 and [op["op"] for op in journal_ops(out)] == ["submit"])
     kill(proc)
@@ -183,7 +184,7 @@ def test_sigkill_between_post_and_reply_then_rerun_adopts_the_batch(
 
 def test_lost_reply_in_one_run_is_found_not_resubmitted(tmp_path: Path, sim_factory: Callable[..., SimServer]) -> None:
     sim = sim_factory(**{**FAST, "batch_lost_replies": 2, "batch_visibility_s": 0.3})
-    job = batch_job(tmp_path, sim, prompts(25), limits="max_batch_requests = 10\npoll_interval_s = 0.2")
+    job = batch_job(tmp_path, sim, prompts(25), limits="max_batch_requests = 10", poll=0.2)
     done = run_batch(job)
     assert done.returncode == 0, done.stderr
     assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(25)})
@@ -411,5 +412,5 @@ def test_openai_flow_killed_while_running_then_rerun(tmp_path: Path, sim_factory
     assert all(r["usage"]["cost_source"] == "price_table" for r in results)
     assert {r["custom_id"]: r["attempts"] for r in results}["p3"] == 2
     assert len(sim_batches(sim)) == 4  # three, then one for the row that failed transiently
-    files = _get(sim.base_url + "/files?purpose=batch")
+    files = _get(sim.base_url + "/files?purpose=batch", key="sk-sim-openai-key")
     assert files["data"] == []  # --purge deleted every input, output and error file

@@ -853,6 +853,7 @@ class BatchRunner:
             if self._open:
                 message = (f"{len(self._open)} batch(es) keep running at the provider: run the same "
                            "command again to collect them")
+                self._emit(Notice(f"stopping: {message}"))
         elif kind is not None:
             code = 3
         elif still_failing:
