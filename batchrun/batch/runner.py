@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.batch import batch_api
 from batchrun.batch.checks import batch_problem
 from batchrun.batch.collect import (
     FailedBatch,
@@ -64,13 +65,6 @@ __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
 RECOVERY_POLLS = 4
 _SEND_ATTEMPTS = 8
 _NO_BATCH_ENDPOINT = ("does not have a :batch endpoint", "does not have an eligible :batch endpoint")
-
-
-def batch_api(config: JobConfig) -> str:
-    """Which Batch API the job's server speaks: "openrouter" or "openai"."""
-    if config.use_sim:
-        return "openai" if config.sim.get("dialect") == "openai" else "openrouter"
-    return "openrouter" if config.speaks_openrouter else "openai"
 
 
 class _Stopped(Exception):
