@@ -48,7 +48,10 @@ _NOT_RUN = {
         "batch_expired",
         "This request could not be executed before the completion window expired.",
     ),
-    "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
+    "cancelled": (
+        "batch_cancelled",
+        "This request was not executed because the batch was cancelled.",
+    ),
 }
 
 
@@ -140,7 +143,10 @@ def validate_file(batch: Batch, content: bytes | None, purpose: str | None) -> R
         body = doc.get("body")
         if not isinstance(body, dict):
             return Rejection(
-                "The body must be a JSON object.", code="invalid_request", line=line_no, param="body"
+                "The body must be a JSON object.",
+                code="invalid_request",
+                line=line_no,
+                param="body",
             )
         wanted = body.get("model")
         if not isinstance(wanted, str) or not wanted:
@@ -215,14 +221,19 @@ def _row_doc(batch: Batch, r: RowResult) -> dict[str, Any]:
     if not r.ok or r.reply is None:
         status, type_, code, message = _ROW_ERRORS.get(r.kind, _ROW_ERRORS["500"])
         error = {"message": message, "type": type_, "param": None, "code": code}
-        doc["response"] = {"status_code": status, "request_id": request_id, "body": {"error": error}}
+        doc["response"] = {
+            "status_code": status,
+            "request_id": request_id,
+            "body": {"error": error},
+        }
         doc["error"] = None
         return doc
     assert batch.model is not None
     model = batch_variant(batch.model)
     usage = usage_json(r.reply, model, "openai")
-    body = completion_doc(r.gen_id.replace("gen-batch-", "chatcmpl-"), int(r.t), model, r.reply,
-                          usage, "openai")
+    body = completion_doc(
+        r.gen_id.replace("gen-batch-", "chatcmpl-"), int(r.t), model, r.reply, usage, "openai"
+    )
     doc["response"] = {"status_code": 200, "request_id": request_id, "body": body}
     doc["error"] = None
     return doc
@@ -235,16 +246,20 @@ def _ts(value: float | None) -> int | None:
 def batch_doc(batch: Batch) -> dict[str, Any]:
     """The Batch object of OpenAI's API."""
     status = batch.status
-    counts = batch.counts() if status not in ("validating", "failed") else {
-        "total": 0, "completed": 0, "failed": 0
-    }
+    counts = (
+        batch.counts()
+        if status not in ("validating", "failed")
+        else {"total": 0, "completed": 0, "failed": 0}
+    )
     prompt, completion, cached, reasoning = batch.usage_tokens()
     errors = None
     if batch.error is not None:
         err = batch.error
         errors = {
             "object": "list",
-            "data": [{"code": err.code, "message": err.message, "param": err.param, "line": err.line}],
+            "data": [
+                {"code": err.code, "message": err.message, "param": err.param, "line": err.line}
+            ],
         }
     final = batch.finalized_at
     return {
@@ -301,8 +316,11 @@ class OpenAIBatches:
         if fault == "429":
             retry = {"Retry-After": format_retry_after(self.config.retry_after_s)}
             return error_response(
-                429, "Rate limit reached for requests.", code="rate_limit_exceeded",
-                type_="requests", headers=retry,
+                429,
+                "Rate limit reached for requests.",
+                code="rate_limit_exceeded",
+                type_="requests",
+                headers=retry,
             )
         if fault == "500":
             return error_response(
@@ -329,11 +347,18 @@ class OpenAIBatches:
             random.Random(f"{self._shuffle_seed}:out:{batch.seq}").shuffle(rows)
             good = [_row_doc(batch, r) for r in rows if r.ok]
             bad = [_row_doc(batch, r) for r in rows if not r.ok]
-            for key, docs, kind in (("output_file_id", good, "output"), ("error_file_id", bad, "error")):
+            for key, docs, kind in (
+                ("output_file_id", good, "output"),
+                ("error_file_id", bad, "error"),
+            ):
                 if docs:
                     content = b"".join(orjson.dumps(d) + b"\n" for d in docs)
-                    meta = self._new_file(f"batch_{batch.id}_{kind}.jsonl", "batch_output", content,
-                                          batch.finalized_at or now)
+                    meta = self._new_file(
+                        f"batch_{batch.id}_{kind}.jsonl",
+                        "batch_output",
+                        content,
+                        batch.finalized_at or now,
+                    )
                     batch.extra[key] = meta["id"]
 
     def _new_file(self, filename: str, purpose: str, content: bytes, now: float) -> dict[str, Any]:
@@ -345,7 +370,9 @@ class OpenAIBatches:
             "filename": filename,
             "bytes": len(content),
             "created_at": unix_s(now),
-            "expires_at": unix_s(now + _FILE_TTL_S) if purpose in ("batch", "batch_output") else None,
+            "expires_at": unix_s(now + _FILE_TTL_S)
+            if purpose in ("batch", "batch_output")
+            else None,
             "status": "processed",
             "status_details": None,
         }
@@ -376,8 +403,10 @@ class OpenAIBatches:
         content = upload.file.read()
         if purpose == "batch" and len(content) > self.config.batch_max_bytes:
             return error_response(
-                413, f"File of {len(content):,} bytes exceeds the {self.config.batch_max_bytes:,}-"
-                "byte limit for purpose 'batch'.", param="file",
+                413,
+                f"File of {len(content):,} bytes exceeds the {self.config.batch_max_bytes:,}-"
+                "byte limit for purpose 'batch'.",
+                param="file",
             )
         meta = self._new_file(upload.filename or "upload.jsonl", purpose, content, time.time())
         if gate == "drop":
@@ -426,7 +455,11 @@ class OpenAIBatches:
         query = request.query
         order = query.get("order", "desc")
         raw_limit = query.get("limit", "10000")
-        if order not in ("asc", "desc") or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+        if (
+            order not in ("asc", "desc")
+            or not raw_limit.isdigit()
+            or not 1 <= int(raw_limit) <= 10_000
+        ):
             return error_response(400, "Invalid query: order is asc or desc, limit 1 to 10000.")
         files = list(self.store.files.values())  # insertion order is creation order
         if "purpose" in query:
@@ -440,13 +473,15 @@ class OpenAIBatches:
             files = files[ids.index(query["after"]) + 1 :]
         limit = int(raw_limit)
         page = files[:limit]
-        return _json({
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(files) > limit,
-        })
+        return _json(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(files) > limit,
+            }
+        )
 
     async def delete_file(self, request: web.Request) -> web.StreamResponse:
         """DELETE /v1/files/{id}."""
@@ -485,18 +520,23 @@ class OpenAIBatches:
         endpoint = doc["endpoint"]
         if endpoint not in ENDPOINTS:
             return error_response(
-                400, f"Invalid value for 'endpoint': '{endpoint}'.", param="endpoint",
+                400,
+                f"Invalid value for 'endpoint': '{endpoint}'.",
+                param="endpoint",
                 code="invalid_value",
             )
         if endpoint != "/v1/chat/completions":
             return error_response(
-                400, f"The simulator runs only /v1/chat/completions batches, not {endpoint}.",
+                400,
+                f"The simulator runs only /v1/chat/completions batches, not {endpoint}.",
                 param="endpoint",
             )
         if doc["completion_window"] != "24h":
             return error_response(
-                400, "Invalid value for 'completion_window': only '24h' is supported.",
-                param="completion_window", code="invalid_value",
+                400,
+                "Invalid value for 'completion_window': only '24h' is supported.",
+                param="completion_window",
+                code="invalid_value",
             )
         metadata = doc.get("metadata")
         problem = _metadata_problem(metadata)
@@ -534,8 +574,11 @@ class OpenAIBatches:
             queued = _enqueued_tokens(batch) + sum(
                 _enqueued_tokens(b)
                 for b in self.store.batches.values()
-                if b is not batch and b.dialect == "openai" and b.status in ("in_progress", "finalizing")
-                and b.model is not None and b.model.id == batch.model.id
+                if b is not batch
+                and b.dialect == "openai"
+                and b.status in ("in_progress", "finalizing")
+                and b.model is not None
+                and b.model.id == batch.model.id
             )
             if queued > limit:
                 batch.rows = []
@@ -593,24 +636,28 @@ class OpenAIBatches:
         now = self._tick()
         raw_limit = request.query.get("limit", "20")
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-            return error_response(400, "Invalid 'limit': expected an integer from 1 to 100.",
-                                  param="limit")
+            return error_response(
+                400, "Invalid 'limit': expected an integer from 1 to 100.", param="limit"
+            )
         items = self.store.listed(now, dialect="openai")
         if "after" in request.query:
             ids = [b.id for b in items]
             if request.query["after"] not in ids:
-                return error_response(400, f"No batch found with id '{request.query['after']}'.",
-                                      param="after")
+                return error_response(
+                    400, f"No batch found with id '{request.query['after']}'.", param="after"
+                )
             items = items[ids.index(request.query["after"]) + 1 :]
         limit = int(raw_limit)
         page = items[:limit]
-        return _json({
-            "object": "list",
-            "data": [batch_doc(b) for b in page],
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
-            "has_more": len(items) > limit,
-        })
+        return _json(
+            {
+                "object": "list",
+                "data": [batch_doc(b) for b in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": len(items) > limit,
+            }
+        )
 
 
 def _metadata_problem(metadata: Any) -> str | None:

@@ -39,7 +39,9 @@ _JSON = "application/json"
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings")
 _ORDER_ERROR = "endpoint and model are required and must appear before requests in the request body"
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
-_LIST_STATUSES = frozenset({"validating", "in_progress", "completed", "failed", "expired", "cancelled"})
+_LIST_STATUSES = frozenset(
+    {"validating", "in_progress", "completed", "failed", "expired", "cancelled"}
+)
 _MEDIA_PARTS = frozenset({"input_audio", "file", "video_url", "input_video", "audio", "input_file"})
 _BIG_BODY = 1 << 20  # bodies above this are not kept in the received-request log
 _RESULTS_PAGE = 100
@@ -73,7 +75,9 @@ class _Refused(Exception):
         self.message = message
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
     """OpenRouter's batch error envelope (live bodies put `message` before `code`)."""
     body = orjson.dumps({"error": {"message": message, "code": status}})
     return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
@@ -95,7 +99,9 @@ def _close(request: web.Request) -> web.Response:
 def line_problem(cid: str, body: Mapping[str, Any], model: Model) -> str | None:
     """Return why OpenRouter's async line policy fails a batch on this request, or None."""
     if body.get("stream") is True:
-        return f"Batch request '{cid}' sets stream: true. Batch requests do not support stream: true."
+        return (
+            f"Batch request '{cid}' sets stream: true. Batch requests do not support stream: true."
+        )
     for key in ("max_tokens", "max_completion_tokens"):
         cap = body.get(key)
         if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap < 1:
@@ -309,7 +315,9 @@ class OpenRouterBatches:
         fault = self.store.route_fault(request.headers.get("X-Sim-Fault"))
         if fault == "429":
             retry = {"Retry-After": _seconds(self.config.retry_after_s)}
-            return error_response(429, "Batch API rate limit exceeded for the billable entity.", retry)
+            return error_response(
+                429, "Batch API rate limit exceeded for the billable entity.", retry
+            )
         if fault == "500":
             return error_response(500, "Internal server error.")
         return fault
@@ -367,7 +375,9 @@ class OpenRouterBatches:
         if endpoint not in ENDPOINTS:
             raise _Refused(400, f"endpoint must be one of {', '.join(ENDPOINTS)}.")
         if endpoint != "/v1/chat/completions":
-            raise _Refused(400, f"The simulator serves only /v1/chat/completions batches, not {endpoint}.")
+            raise _Refused(
+                400, f"The simulator serves only /v1/chat/completions batches, not {endpoint}."
+            )
         if not isinstance(model_id, str) or not model_id:
             raise _Refused(400, "model must be a non-empty string.")
         window = envelope.get("completion_window", "24h")
@@ -379,10 +389,14 @@ class OpenRouterBatches:
             raise _Refused(400, "requests must be a non-empty array.")
         cap = self.config.batch_max_requests or 5_000
         if len(requests) > cap:
-            raise _Refused(413, f"A batch holds at most {cap:,} requests; this one has {len(requests):,}.")
+            raise _Refused(
+                413, f"A batch holds at most {cap:,} requests; this one has {len(requests):,}."
+            )
         if len(raw) > self.config.batch_max_bytes:
             raise _Refused(
-                413, f"Batch payload of {len(raw):,} bytes exceeds the {self.config.batch_max_bytes:,}-byte limit."
+                413,
+                f"Batch payload of {len(raw):,} bytes exceeds the "
+                f"{self.config.batch_max_bytes:,}-byte limit.",
             )
         rows = self._rows(requests, model_id)
         left = self.store.remaining_usd()
@@ -391,7 +405,8 @@ class OpenRouterBatches:
             raise _Refused(
                 402,
                 f"Insufficient credits: this batch's estimated cost (${estimate:.6f}) exceeds your "
-                f"balance (${max(0.0, left):.6f}). Add credits at https://openrouter.ai/settings/credits",
+                f"balance (${max(0.0, left):.6f}). Add credits at "
+                "https://openrouter.ai/settings/credits",
             )
         return self.store.new_batch(
             batch_id=f"batch-{int(now)}-{random_alnum(20)}",
@@ -407,7 +422,8 @@ class OpenRouterBatches:
     def _batch_model(self, model_id: str, preferences: Any) -> Model:
         if model_id.endswith(":online"):
             raise _Refused(
-                422, f"Model '{model_id}' is not supported in batch: web search (:online) is sync-only."
+                422,
+                f"Model '{model_id}' is not supported in batch: web search (:online) is sync-only.",
             )
         base = model_id.removesuffix(BATCH_SUFFIX)
         model = CATALOG.get(base)
@@ -502,12 +518,14 @@ class OpenRouterBatches:
         rows = [] if found.status == "failed" else found.ordered_results()
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
-        return _json({
-            "object": "list",
-            "data": [result_doc(found, r) for r in page],
-            "has_more": more,
-            "next_cursor": _cursor(found.id, offset + limit) if more else None,
-        })
+        return _json(
+            {
+                "object": "list",
+                "data": [result_doc(found, r) for r in page],
+                "has_more": more,
+                "next_cursor": _cursor(found.id, offset + limit) if more else None,
+            }
+        )
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         """GET /batches: newest first, `after` paging, filters; cached per query string."""
@@ -518,7 +536,9 @@ class OpenRouterBatches:
         now = time.time()
         self.store.advance(now)
         key = hashlib.sha256(
-            request.headers.get("Authorization", "").encode() + b"\0" + request.query_string.encode()
+            request.headers.get("Authorization", "").encode()
+            + b"\0"
+            + request.query_string.encode()
         ).hexdigest()
         cached = self.store.list_cache.get(key)
         if cached is not None and cached[0] > time.monotonic():
@@ -529,12 +549,13 @@ class OpenRouterBatches:
             except _Refused as exc:
                 return error_response(exc.status, exc.message)
             if self.config.batch_list_cache_s > 0:
-                self.store.list_cache[key] = (time.monotonic() + self.config.batch_list_cache_s, body)
+                self.store.list_cache[key] = (
+                    time.monotonic() + self.config.batch_list_cache_s,
+                    body,
+                )
         if gate == "drop":
             return _close(request)
-        return web.Response(
-            body=body, content_type=_JSON, headers={"Cache-Control": "private"}
-        )
+        return web.Response(body=body, content_type=_JSON, headers={"Cache-Control": "private"})
 
     def _list_page(self, request: web.Request, now: float) -> dict[str, Any]:
         query = request.query
@@ -592,6 +613,13 @@ class OpenRouterBatches:
                 409,
                 "Only completed, failed, expired, or cancelled batches can be deleted. Wait for "
                 "the batch to finish and try again.",
+            )
+        if not found.paid:
+            # "completed rows whose results are not yet materialized return 409" (batch-wire A8).
+            return error_response(
+                409,
+                "This batch's results are withheld until its cost is paid; add credits and "
+                "try again.",
             )
         self.store.delete(found)
         if gate == "drop":

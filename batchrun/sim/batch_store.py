@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from .catalog import Model, batch_variant
-from .config import BATCH_ROW_FAULT_KINDS, SimConfig
+from .config import BATCH_FAULT_KINDS, BATCH_ROW_FAULT_KINDS, SimConfig
 from .faults import MARKER
 from .ledger import Entry, Ledger
 from .replies import Reply, cost_parts, make_reply, message_text, prompt_key, prompt_tokens
@@ -283,8 +283,9 @@ class BatchStore:
 
     def route_fault(self, header: str | None) -> str | None:
         """Return the fault for one request to a batch route: forced by X-Sim-Fault, or drawn."""
-        if header and header.strip().lower() in self.config.batch_faults.keys() | {"429", "500", "drop"}:
-            return header.strip().lower()
+        forced = (header or "").strip().lower()
+        if forced in BATCH_FAULT_KINDS:
+            return forced
         rates = self.config.batch_faults
         if not rates:
             return None
@@ -507,23 +508,25 @@ class BatchStore:
             out = []
             for b in sorted(self.batches.values(), key=lambda x: x.seq):
                 ran = [r for r in b.results if r.ran]
-                out.append({
-                    "id": b.id,
-                    "dialect": b.dialect,
-                    "model": b.model_id,
-                    "status": b.status,
-                    "created_at": b.created,
-                    "visible_at": b.visible_at,
-                    "done_at": b.done_at,
-                    "expires_at": b.expires_at,
-                    "request_counts": b.counts(),
-                    "rows_run": len(ran),
-                    "custom_ids": [r.custom_id for r in b.rows],
-                    "cost": b.cost,
-                    "paid": b.paid,
-                    "deleted": b.deleted,
-                    "error": None if b.error is None else b.error.message,
-                })
+                out.append(
+                    {
+                        "id": b.id,
+                        "dialect": b.dialect,
+                        "model": b.model_id,
+                        "status": b.status,
+                        "created_at": b.created,
+                        "visible_at": b.visible_at,
+                        "done_at": b.done_at,
+                        "expires_at": b.expires_at,
+                        "request_counts": b.counts(),
+                        "rows_run": len(ran),
+                        "custom_ids": [r.custom_id for r in b.rows],
+                        "cost": b.cost,
+                        "paid": b.paid,
+                        "deleted": b.deleted,
+                        "error": None if b.error is None else b.error.message,
+                    }
+                )
             return out
 
 

@@ -109,12 +109,13 @@ class Ledger:
             return dict(Counter(e.prompt_key for e in self._entries if e.billed))
 
     def billed_by_batch(self) -> dict[str, dict[str, Any]]:
-        """Return, per batch id, how many rows were billed, their distinct custom_ids and the sum."""
+        """Return, per batch id, the rows billed, their distinct custom_ids and the sum billed."""
         with self._lock:
             rows = [e for e in self._entries if e.billed and e.batch_id is not None]
         out: dict[str, dict[str, Any]] = {}
         for e in rows:
-            doc = out.setdefault(e.batch_id or "", {"rows": 0, "custom_ids": set(), "billed_usd": 0.0})
+            empty: dict[str, Any] = {"rows": 0, "custom_ids": set(), "billed_usd": 0.0}
+            doc = out.setdefault(e.batch_id or "", empty)
             doc["rows"] += 1
             doc["custom_ids"].add(e.custom_id)
             doc["billed_usd"] += e.cost

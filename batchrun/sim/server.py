@@ -275,6 +275,13 @@ class SimServer:
         """Return the live ledger (thread-safe to read)."""
         return self.handle.ledger
 
+    @property
+    def batches(self) -> BatchStore:
+        """Return the batch store; `snapshot()` is thread-safe (GET /_sim/batches serves it)."""
+        store = self.handle.batches
+        assert store is not None
+        return store
+
     def __enter__(self) -> SimServer:
         return self.start()
 

@@ -366,6 +366,7 @@ def test_openrouter_402_on_read_until_a_top_up_then_billed_once(fast: SimServer)
     assert doc["id"] == batch_id and doc["status"] == "completed" and doc["results"] is None
     assert doc["error"]["code"] == 402
     assert get(fast, f"/batches/{batch_id}/results").status == 402
+    assert call(fast.base_url, None, path=f"/batches/{batch_id}", method="DELETE").status == 409
     assert ledger(fast)["counts"]["batch_rows_billed"] == 0
     call(fast.root_url, {"credits_usd": 5.0}, path="/_sim/balance")
     paid = get(fast, f"/batches/{batch_id}")
@@ -700,3 +701,71 @@ def test_openai_list_pages_newest_first(oai: SimServer) -> None:
     assert [b["id"] for b in first["data"]] == ids[::-1][:2] and first["has_more"]
     rest = get(oai, f"/batches?limit=2&after={first['last_id']}").json()
     assert [b["id"] for b in rest["data"]] == [ids[0]] and not rest["has_more"]
+
+
+def test_openrouter_counts_rise_while_in_progress_and_sim_batches_shows_state(
+    sim_factory: Callable[..., SimServer],
+) -> None:
+    server = sim_factory(**{**FAST, "batch_processing_s": 1.5})
+    batch_id = call(server.base_url, submit_body(rows(20)), path="/batches").json()["id"]
+    seen: list[int] = []
+
+    def progressed() -> bool:
+        doc = get(server, f"/batches/{batch_id}").json()
+        seen.append(doc["request_counts"]["completed"])
+        return doc["status"] == "completed"
+
+    wait_for(progressed)
+    assert seen == sorted(seen) and seen[-1] == 20
+    assert len(set(seen)) > 2  # it rose in steps, not all at once
+    (state,) = call(server.root_url, None, path="/_sim/batches", method="GET").json()["batches"]
+    assert server.batches.snapshot() == [state]
+    assert state["id"] == batch_id and state["status"] == "completed" and state["paid"] is True
+    assert state["rows_run"] == 20 and state["cost"] == pytest.approx(ledger(server)["counts"]["batch_billed_usd"])
+
+
+def test_openrouter_drop_header_creates_the_batch_but_loses_the_reply(fast: SimServer) -> None:
+    import aiohttp
+
+    with pytest.raises(aiohttp.ClientError):
+        call(fast.base_url, submit_body(rows(1)), path="/batches", fault="drop")
+    assert len(call(fast.root_url, None, path="/_sim/batches", method="GET").json()["batches"]) == 1
+
+
+def test_reset_forgets_batches(fast: SimServer) -> None:
+    batch_id = call(fast.base_url, submit_body(rows(1)), path="/batches").json()["id"]
+    finished(fast, batch_id)
+    call(fast.root_url, None, path="/_sim/reset")
+    assert get(fast, f"/batches/{batch_id}").status == 404
+    assert ledger(fast)["counts"]["batch_rows_billed"] == 0
+
+
+def test_a_simulator_process_serves_batches_with_its_flags() -> None:
+    from batchrun.sim import SimProcess
+
+    args = ["--batch-processing", "0.2", "--batch-validating", "0.02", "--batch-visibility", "0",
+            "--batch-list-cache", "0", "--batch-row-fault", "500=1"]
+    with SimProcess(args) as proc:
+        ans = call(proc.base_url, submit_body(rows(3)), path="/batches")
+        assert ans.status == 202
+        batch_id = ans.json()["id"]
+
+        def done() -> dict[str, Any] | None:
+            doc = call(proc.base_url, None, path=f"/batches/{batch_id}", method="GET").json()
+            return doc if doc.get("status") == "completed" else None
+
+        doc = wait_for(done)
+        assert doc["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+        assert proc.ledger_json()["counts"]["batch_rows_billed"] == 0
+
+
+def test_batchrun_sim_refuses_a_bad_batch_flag_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "batchrun", "sim", "--port", "0", "--batch-fault", "404=0.1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--batch-fault" in done.stderr and "Traceback" not in done.stderr
