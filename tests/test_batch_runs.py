@@ -135,7 +135,7 @@ def test_three_batches_exactly_once_listed_by_status(tmp_path: Path, sim_factory
     done = run_batch(job)
     assert done.returncode == 0, done.stderr
     assert "mode batch" in done.stderr and "3 batches to submit" in done.stderr
-    assert "at the batch price" in done.stderr
+    assert "estimate at the batch price" in done.stderr
     results = assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(25)})
     assert len({r["batch_id"] for r in results}) == 3
     assert all(r["usage"]["cost_source"] == "provider" and r["attempts"] == 1 for r in results)
@@ -414,3 +414,28 @@ def test_openai_flow_killed_while_running_then_rerun(tmp_path: Path, sim_factory
     assert len(sim_batches(sim)) == 4  # three, then one for the row that failed transiently
     files = _get(sim.base_url + "/files?purpose=batch", key="sk-sim-openai-key")
     assert files["data"] == []  # --purge deleted every input, output and error file
+
+
+def test_openai_lost_reply_is_found_by_its_metadata(tmp_path: Path, sim_factory: Callable[..., SimServer]) -> None:
+    sim = sim_factory(dialect="openai", **{**FAST, "batch_lost_replies": 1})
+    job = batch_job(tmp_path, sim, prompts(12), limits="max_batch_requests = 5", openai=True)
+    done = run_batch(job)
+    assert done.returncode == 0, done.stderr
+    assert "made by a submission whose reply was lost" in done.stderr
+    assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(12)})
+    assert len(sim_batches(sim)) == 3
+
+
+@pytest.mark.parametrize("dialect", ["openrouter", "openai"])
+def test_batch_route_faults_never_make_a_second_batch(
+    tmp_path: Path, sim_factory: Callable[..., SimServer], dialect: str
+) -> None:
+    # 429s and 500s on every batch route (nothing created), and dropped replies (created, reply
+    # lost): retried, looked for, adopted; never a line in two batches that both ran.
+    sim = sim_factory(dialect=dialect, seed=3, batch_faults={"429": 0.15, "500": 0.15, "drop": 0.1},
+                      **FAST)
+    job = batch_job(tmp_path, sim, prompts(40), limits="max_batch_requests = 10",
+                    openai=dialect == "openai")
+    done = run_batch(job)
+    assert done.returncode == 0, done.stderr
+    assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(40)})

@@ -42,8 +42,14 @@ from batchrun.batch.openai import OpenAIBatches
 from batchrun.batch.openrouter import BatchApiError, OpenRouterBatches
 from batchrun.batch.plan import ENDPOINT, BatchItem, Chunk, Splitter, group_key
 from batchrun.config import JobConfig
-from batchrun.engine.budget import Budget, from_nano, to_nano
-from batchrun.engine.preflight import Preflight, parser_for, preflight, usd
+from batchrun.engine.budget import Budget, estimate_cost, from_nano, to_nano
+from batchrun.engine.preflight import (
+    ASSUMED_UNBOUNDED_OUTPUT,
+    Preflight,
+    parser_for,
+    preflight,
+    usd,
+)
 from batchrun.engine.redact import Redactor
 from batchrun.engine.writer import Writer
 from batchrun.errors import RETRYABLE_KINDS, ConfigError, ErrorKind, TransportFailure
@@ -109,6 +115,7 @@ class BatchRunner:
         self._written_errors: dict[str, set[str]] = {}  # batch id -> ids with an error record of it
         self._not_sent = 0
         self._unbounded = 0  # requests the plan found without a price or max_tokens
+        self._plan_cost = (0.0, 0.0)  # the plan's estimate: expected, all of max_tokens
         self._journal: Journal | None = None
         self._client: OpenRouterBatches | OpenAIBatches | None = None
         self._counts = {"submitted": 0, "collected": 0}
@@ -232,19 +239,22 @@ class BatchRunner:
     # -- planning ----------------------------------------------------------------------------
 
     def _plan(self, base_url: str) -> Planned:
+        """The plan line: lines, output, endpoint, mode, batches per model, and the cost.
+
+        The cost is the estimate ``batchrun estimate`` makes (expected, and if every reply used
+        max_tokens) at the batch price; ``--max-cost`` books the harder bound (body bytes as
+        tokens) per batch before its POST.
+        """
         config = self.config
         size = measure(config.input)
         lines = size.lines if config.limit is None else min(size.lines, config.limit)
         per_model: dict[str, int] = {}
-        worst = 0.0
-        batch_priced = True
+        bound = 0.0
         for chunk in self._chunks(only=None, dry=True):
             per_model[chunk.model] = per_model.get(chunk.model, 0) + 1
-            worst += chunk.worst_usd
-            batch_priced = batch_priced and self._batch_price(chunk.model)[1]
-        waiting = len(self._open) + sum(
-            1 for sub in self._journal.submissions.values() if sub.state == INTENT
-        ) if self._journal else 0
+            bound += chunk.worst_usd
+        assert self._journal is not None
+        waiting = sum(1 for sub in self._journal.submissions.values() if sub.may_complete)
         approx = "" if size.exact else "~"
         text = f"{approx}{lines:,} lines from {config.input.name} → {config.output.name}"
         if self._done:
@@ -255,13 +265,27 @@ class BatchRunner:
         text += f" | {batches} batch{'es' if batches != 1 else ''} to submit" + (f" ({models})" if models else "")
         if waiting:
             text += f", {waiting} from an earlier run to collect"
-        known = self._unbounded == 0
-        if per_model and known:
-            where = "the batch price" if batch_priced else "the sync price (no batch price known)"
-            text += f" | worst case ~${worst:.4f} at {where}"
+        expected, high = self._plan_cost
+        worst: float | None = None
+        if per_model and self._unbounded == 0:
+            worst = high
+            text += f" | cost ~{usd(expected)} expected, ~{usd(high)} if every reply uses max_tokens"
+            sources = sorted({self._price_source(m) for m in per_model})
+            text += f" (estimate at {', '.join(sources)})"
         elif per_model:
-            text += " | worst case unknown (no max_tokens or no price)"
-        return Planned(text, lines, not size.exact, len(self._done), worst if per_model and known else None)
+            text += " | cost unknown (a line without max_tokens, or a model without a price)"
+        if self._budget.capped:
+            left = max(self._budget.left() or 0, 0) / 1e9
+            text += f" | budget ${config.max_cost_usd:g} for the job, {usd(left)} left; "
+            text += f"each batch books its bound first ({usd(bound)} in all)"
+        return Planned(text, lines, not size.exact, len(self._done), worst)
+
+    def _price_source(self, model: str) -> str:
+        half = self.api == "openai"
+        where = self._prices.batch_source(model, half_of_sync=half)
+        if where is not None:
+            return f"the batch price from {where}"
+        return f"the sync price from {self._prices.source(model)} (no batch price known: an upper bound)"
 
     def _chunks(self, *, only: dict[str, tuple[int, float]] | None, dry: bool) -> Iterator[Chunk]:
         """The input's requests still to send, as chunks of one batch each, in input order.
@@ -317,6 +341,10 @@ class BatchRunner:
                         ), None)
                     continue
                 price, _ = self._batch_price(item.model)
+                if dry and price is not None:
+                    cost = estimate_cost(item.prompt_tokens_est, item.max_tokens, price,
+                                         unbounded_output=ASSUMED_UNBOUNDED_OUTPUT)
+                    self._plan_cost = (self._plan_cost[0] + cost.expected, self._plan_cost[1] + cost.high)
                 if price is None or item.max_tokens is None:
                     self._unbounded += dry
                 else:
