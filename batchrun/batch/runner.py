@@ -18,50 +18,37 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Container, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from batchrun.batch import batch_api
-from batchrun.batch.checks import batch_problem
-from batchrun.batch.collect import (
-    FailedBatch,
-    RowOutcome,
-    allocate_cost,
-    classify_row,
-    failed_batch,
-    row_usage,
-    token_weight,
-    wire_index,
-)
-from batchrun.batch.info import ApiReply, BatchInfo, parse_reply
+from batchrun.batch.info import ApiReply, BatchInfo
 from batchrun.batch.journal import INTENT, SUBMITTED, Journal, Submission
 from batchrun.batch.openai import OpenAIBatches
 from batchrun.batch.openrouter import BatchApiError, OpenRouterBatches
-from batchrun.batch.plan import ENDPOINT, BatchItem, Chunk, Splitter, group_key
+from batchrun.batch.plan import ENDPOINT, BatchItem, Chunk
+from batchrun.batch.reader import ChunkReader, PlanCount
+from batchrun.batch.settle import settle_batch
+from batchrun.batch.wire import SEND_ATTEMPTS, BatchWire, error_message, lowercase
 from batchrun.config import JobConfig
-from batchrun.engine.budget import Budget, estimate_cost, from_nano, to_nano
+from batchrun.engine.budget import Budget, from_nano, to_nano
 from batchrun.engine.preflight import (
-    ASSUMED_UNBOUNDED_OUTPUT,
     Preflight,
-    parser_for,
     preflight,
     usd,
 )
 from batchrun.engine.redact import Redactor
 from batchrun.engine.writer import Writer
-from batchrun.errors import RETRYABLE_KINDS, ConfigError, ErrorKind, TransportFailure
+from batchrun.errors import ConfigError, ErrorKind, TransportFailure
 from batchrun.events import EventHandler, Finished, Notice, Planned
 from batchrun.idset import IdSet
-from batchrun.inputs import iter_lines, measure, open_input
+from batchrun.inputs import measure
 from batchrun.ledger import read_records
 from batchrun.pricing import Price, PriceBook
-from batchrun.records import InvalidLine, Request, error_record, success_record
-from batchrun.retry import Verdict, backoff, parse_retry_after
+from batchrun.records import error_record
+from batchrun.retry import parse_retry_after
 from batchrun.runner import RunResult
-from batchrun.schema import validate_reply
 from batchrun.summary import Summary
 
 __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
@@ -69,7 +56,6 @@ __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
 # A lost submission is looked for this many poll intervals after its t0 (240 s at the default
 # 60 s: OpenRouter's list cache is 10 s, and a new batch was seen missing for about 3 minutes).
 RECOVERY_POLLS = 4
-_SEND_ATTEMPTS = 8
 _NO_BATCH_ENDPOINT = ("does not have a :batch endpoint", "does not have an eligible :batch endpoint")
 
 
@@ -114,9 +100,10 @@ class BatchRunner:
         self._unavailable: dict[str, str] = {}  # model -> why it cannot go in a batch
         self._written_errors: dict[str, set[str]] = {}  # batch id -> ids with an error record of it
         self._not_sent = 0
-        self._unbounded = 0  # requests the plan found without a price or max_tokens
-        self._plan_cost = (0.0, 0.0)  # the plan's estimate: expected, all of max_tokens
+        self._plan_count = PlanCount()  # what the plan's reading found
+        self._count = PlanCount()  # what the run's readings found
         self._journal: Journal | None = None
+        self._wire: BatchWire | None = None
         self._client: OpenRouterBatches | OpenAIBatches | None = None
         self._counts = {"submitted": 0, "collected": 0}
 
@@ -158,8 +145,12 @@ class BatchRunner:
             self._done = pre.state.done_ids
             self.summary.already_done = len(pre.state.done_ids)
             self.summary.kept_failed = pre.kept_failures()
-            self._client = OpenRouterBatches(self._send) if self.api == "openrouter" \
-                else OpenAIBatches(self._send)
+            self._wire = BatchWire(
+                pre.transport, pause=self._pause, backoff_base_s=config.backoff_base_s,
+                backoff_cap_s=max(config.backoff_cap_s, config.poll_interval_s),
+            )
+            send = self._wire.send
+            self._client = OpenRouterBatches(send) if self.api == "openrouter" else OpenAIBatches(send)
             self._check_budget_prices()
             await self._probe(pre.transport.root)
             if pre.refused is not None:
@@ -208,7 +199,7 @@ class BatchRunner:
                 "run this job with --mode sync"
             )
         if reply.status in (401, 403):
-            message = self._redact(_message(reply))
+            message = self._redact(error_message(reply))
             self.stop(ErrorKind.AUTH_ERROR, f"the API key may not use the Batch API at {root} ({message}): "
                       "use a key that may, or run with --mode sync")
 
@@ -265,9 +256,9 @@ class BatchRunner:
         text += f" | {batches} batch{'es' if batches != 1 else ''} to submit" + (f" ({models})" if models else "")
         if waiting:
             text += f", {waiting} from an earlier run to collect"
-        expected, high = self._plan_cost
+        expected, high = self._plan_count.expected_usd, self._plan_count.high_usd
         worst: float | None = None
-        if per_model and self._unbounded == 0:
+        if per_model and self._plan_count.unbounded == 0:
             worst = high
             text += f" | cost ~{usd(expected)} expected, ~{usd(high)} if every reply uses max_tokens"
             sources = sorted({self._price_source(m) for m in per_model})
@@ -288,72 +279,17 @@ class BatchRunner:
         return f"the sync price from {self._prices.source(model)} (no batch price known: an upper bound)"
 
     def _chunks(self, *, only: dict[str, tuple[int, float]] | None, dry: bool) -> Iterator[Chunk]:
-        """The input's requests still to send, as chunks of one batch each, in input order.
-
-        ``only``: just these ids (a later round, for what never ran or failed transiently).
-        ``dry``: count only (the plan): no record is written.
-        """
-        config = self.config
+        """The input's requests still to send, as chunks (``dry``: for the plan, writing nothing)."""
         assert self._client is not None and self._pre is not None
-        parser = parser_for(config, skip_ids=self._pre.skip_ids())
-        limits = self._client.limits
-        if config.max_batch_requests is not None:
-            limits = replace(limits, max_requests=min(limits.max_requests, config.max_batch_requests))
-        splitter = Splitter(self.api, limits)
-        keeps_model = self._client.keeps_model_in_body
-        read = 0
-        with open_input(config.input) as stream:
-            for line, raw in iter_lines(stream):
-                if config.limit is not None and read >= config.limit:
-                    break
-                read += 1
-                item = parser.parse(raw, line)
-                if item is None:
-                    continue
-                if isinstance(item, InvalidLine):
-                    if only is None and not dry:
-                        self._write_error(error_record(
-                            item.custom_id, item.line, ErrorKind.INVALID_INPUT, item.message,
-                            metadata=item.metadata,
-                        ), None)
-                    continue
-                if (only is not None and item.custom_id not in only) or item.custom_id in self._held:
-                    continue
-                if item.model in self._unavailable:
-                    if not dry:
-                        self._not_sent += 1
-                    continue
-                body = orjson.loads(item.body)
-                problem = batch_problem(body, api=self.api)
-                if problem is None and not keeps_model:
-                    body.pop("model", None)
-                wire = item.body if keeps_model else orjson.dumps(body)
-                attempts, billed = (only or {}).get(item.custom_id, (0, 0.0))
-                batch_item = BatchItem(item.custom_id, line, wire, item.model, attempts, item.metadata,
-                                       billed_usd=billed)
-                if problem is None and not splitter.fits_alone(batch_item):
-                    problem = (f"the request is {len(wire):,} bytes: too large for one batch "
-                               f"(at most {splitter.limits.max_bytes:,} bytes)")
-                if problem is not None:
-                    if only is None and not dry:
-                        self._write_error(error_record(
-                            item.custom_id, line, ErrorKind.INVALID_INPUT, problem, metadata=item.metadata,
-                        ), None)
-                    continue
-                price, _ = self._batch_price(item.model)
-                if dry and price is not None:
-                    cost = estimate_cost(item.prompt_tokens_est, item.max_tokens, price,
-                                         unbounded_output=ASSUMED_UNBOUNDED_OUTPUT)
-                    self._plan_cost = (self._plan_cost[0] + cost.expected, self._plan_cost[1] + cost.high)
-                if price is None or item.max_tokens is None:
-                    self._unbounded += dry
-                else:
-                    # An upper bound, as in sync mode: no tokenizer makes more tokens than bytes.
-                    batch_item.worst_usd = price.cost(len(item.body), item.max_tokens)
-                closed = splitter.add(group_key(item.model, body), batch_item)
-                if closed is not None:
-                    yield closed
-        yield from splitter.flush()
+        reader = ChunkReader(
+            self.config, api=self.api, limits=self._client.limits,
+            keeps_model=self._client.keeps_model_in_body, skip_ids=self._pre.skip_ids(),
+            held=self._held, unavailable=self._unavailable,
+            price_of=lambda model: self._batch_price(model)[0],
+        )
+        count = self._plan_count if dry else self._count
+        on_invalid = None if dry or only is not None else lambda record: self._write_error(record, None)
+        return reader.chunks(count, only=only, on_invalid=on_invalid)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -384,7 +320,7 @@ class BatchRunner:
                 await self._submit(chunk)
                 if rest is not None:
                     self._not_sent += len(rest.items)
-                    self.stop(ErrorKind.BUDGET_EXCEEDED, self._budget_message())
+                    self.stop(ErrorKind.BUDGET_EXCEEDED, self._budgeterror_message())
             if self._stop_kind is not None:
                 return
             if not self._open:
@@ -424,11 +360,11 @@ class BatchRunner:
         rest = Chunk(chunk.key, chunk.model, chunk.items[len(taken):])
         if not taken:
             self._not_sent += len(rest.items)
-            self.stop(ErrorKind.BUDGET_EXCEEDED, self._budget_message())
+            self.stop(ErrorKind.BUDGET_EXCEEDED, self._budgeterror_message())
             return None, None
         return Chunk(chunk.key, chunk.model, taken), rest
 
-    def _budget_message(self) -> str:
+    def _budgeterror_message(self) -> str:
         budget = self._budget
         return (f"budget reached: {usd(budget.spent_usd())} spent and {usd(from_nano(budget.reserved))} "
                 f"booked for open batches of ${self.config.max_cost_usd:g}; raise --max-cost and run "
@@ -438,8 +374,8 @@ class BatchRunner:
 
     async def _submit(self, chunk: Chunk) -> None:
         """Journal the submission, POST it once, and journal the batch id (or what came back)."""
-        journal, client = self._journal, self._client
-        assert journal is not None and client is not None
+        journal, client, wire = self._journal, self._client, self._wire
+        assert journal is not None and client is not None and wire is not None
         nonce = secrets.token_hex(6)
         items = [[it.custom_id, it.line, it.attempts, it.metadata, it.billed_usd] for it in chunk.items]
         journal.append(
@@ -470,10 +406,10 @@ class BatchRunner:
                 self._counts["submitted"] += 1
                 self._emit(Notice(f"batch {info.id} submitted: {len(items):,} requests for {chunk.model}"))
                 return
-            if reply.status == 429 and attempt < _SEND_ATTEMPTS:
+            if reply.status == 429 and attempt < SEND_ATTEMPTS:
                 # A 429 answer means nothing was created (batch-wire Part C): the same POST again.
-                wait = parse_retry_after(_lower(reply.headers), reply.body, time.time())
-                await self._pause(wait if wait is not None else self._backoff(attempt))
+                wait = parse_retry_after(lowercase(reply.headers), reply.body, time.time())
+                await self._pause(wait if wait is not None else wire.backoff(attempt))
                 continue
             if reply.status >= 500 or reply.status == 429:
                 self._emit(Notice(f"the submission got HTTP {reply.status}: looking for the batch "
@@ -486,7 +422,7 @@ class BatchRunner:
     def _refused(self, sub: Submission, reply: ApiReply) -> None:
         """A submission the provider turned down for sure: no batch exists."""
         assert self._journal is not None
-        message = self._redact(_message(reply))
+        message = self._redact(error_message(reply))
         self._journal.append("rejected", sub.nonce, status=reply.status, message=message)
         self._release(sub)
         ids = len(sub.items)
@@ -606,12 +542,12 @@ class BatchRunner:
             return
         if reply.status == 402:
             self.stop(ErrorKind.INSUFFICIENT_CREDITS, f"batch {sub.batch_id} finished but its cost is above "
-                      f"the balance ({self._redact(_message(reply))}): add credits, then run again to "
+                      f"the balance ({self._redact(error_message(reply))}): add credits, then run again to "
                       "collect it")
             return
         if reply.status in (401, 403):
             self.stop(ErrorKind.AUTH_ERROR, f"the API key was refused reading {sub.batch_id} "
-                      f"({self._redact(_message(reply))}): set a valid key and run again")
+                      f"({self._redact(error_message(reply))}): set a valid key and run again")
             return
         if not reply.ok or not isinstance(reply.body, dict):
             ob.interval = min(ob.interval * 2, 10 * interval)
@@ -646,138 +582,49 @@ class BatchRunner:
             except BatchApiError as exc:
                 if exc.reply.status == 402:
                     self.stop(ErrorKind.INSUFFICIENT_CREDITS, f"the results of {batch_id} are withheld "
-                              f"until its cost is paid ({self._redact(_message(exc.reply))}): add credits, "
+                              f"until its cost is paid ({self._redact(error_message(exc.reply))}): add credits, "
                               "then run again to collect them")
                 else:
                     ob.next_at = time.time() + _jitter(ob.interval)
                     self._emit(Notice(f"reading the results of {batch_id} failed ({exc}); trying again"))
                 return
-        outcomes: dict[int, RowOutcome] = {}
-        foreign = 0
-        now = time.time()
-        for row in rows:
-            index = wire_index(row.get("custom_id"), sub.nonce)
-            if index is None or index >= len(sub.items):
-                foreign += 1
-                continue
-            outcomes.setdefault(index, classify_row(row, now=now))
-        if rows and not outcomes:
+        written_before = self._written_errors.get(batch_id, set())
+        settled = settle_batch(
+            sub, info, rows, price=self._batch_price(sub.model)[0], max_attempts=self.config.max_attempts,
+            schema=self.config.schema, written=_Either(self._done, written_before), now=time.time(),
+            redact=self._redact,
+        )
+        if settled.disowned:
             # Not one row carries our nonce: an adopted batch that was someone else's.
             journal.append("disowned", sub.nonce, batch_id=batch_id)
             del self._open[sub.nonce]
             self._emit(Notice(f"batch {batch_id} is not this job's (its ids lack the nonce): looking again"))
             await self._recover(sub)
             return
-        cost, source = self._batch_cost(sub, info, outcomes)
-        billed = [i for i, o in outcomes.items() if o.ran and o.usage]
-        price, _ = self._batch_price(sub.model)
-        shares = dict(zip(billed, allocate_cost(cost, [token_weight(outcomes[i].usage, price)
-                                                        for i in billed]), strict=True))
-        failure = failed_batch(info.error_message, info.errors, sub.nonce) \
-            if info.status == "failed" else None
+        failure = settled.failure
         if failure is not None and failure.scope == "model":
             self._unavailable[sub.model] = failure.message
             self._emit(Notice(f"model {sub.model} cannot run in a batch ({failure.message}): its lines "
                               "are not sent; run them with --mode sync"))
-        written_before = self._written_errors.get(batch_id, set())
-        latency = max(now - sub.t0, 0.0)
-        for index, (custom_id, line, attempts, metadata, *rest) in enumerate(sub.items):
-            custom_id = str(custom_id)
-            carried = float(rest[0]) if rest else 0.0
-            if custom_id in self._done or custom_id in written_before:
-                continue
-            outcome = outcomes.get(index)
-            if outcome is None or not outcome.ran:
-                self._not_run(sub, failure, index, custom_id, int(line), int(attempts), metadata,
-                              carried)
-                continue
-            request = Request(custom_id, int(line), b"", sub.model, 0, None, metadata, False)
-            request.attempts = int(attempts) + 1
-            request.billed_usd = carried + shares.get(index, 0.0)
-            self._settle_row(request, outcome, shares.get(index, 0.0), source, batch_id, latency)
+        for record, raw_body in settled.results:
+            self._write_result(record, raw_body)
+        for record in settled.errors:
+            self._write_error(record, batch_id)
+        self._retry.update(settled.retry)
+        self._not_sent += settled.not_sent
         self._flush_sync()
+        cost = settled.cost_usd
         journal.append("collected", sub.nonce, batch_id=batch_id, status=info.status, counts=info.counts,
                        cost_usd=cost)
         del self._open[sub.nonce]
         self._release(sub)
         self._budget.spent += to_nano(cost)
         self._counts["collected"] += 1
-        self._emit(Notice(f"batch {batch_id} collected: {info.status}, ${cost:.6f} billed"))
+        self._emit(Notice(f"batch {batch_id} collected: {info.status}, {len(settled.results):,} results, "
+                          f"{len(settled.errors):,} errors, {len(settled.retry):,} to send again, "
+                          f"{usd(cost)} billed"))
         if self.config.purge:
             await self._purge(sub, info)
-
-    def _batch_cost(
-        self, sub: Submission, info: BatchInfo, outcomes: dict[int, RowOutcome]
-    ) -> tuple[float, str]:
-        """What the batch was billed: OpenRouter's usage.cost, else its rows' tokens at the batch price."""
-        if info.cost_usd is not None:
-            return info.cost_usd, "provider"
-        price, _ = self._batch_price(sub.model)
-        if price is None:
-            return 0.0, "unknown"
-        total = 0.0
-        for outcome in outcomes.values():
-            usage = outcome.usage or {}
-            if outcome.ran and usage:
-                total += price.cost(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-        return total, "price_table"
-
-    def _not_run(
-        self, sub: Submission, failure: FailedBatch | None, index: int, custom_id: str,
-        line: int, attempts: int, metadata: Any, carried: float,
-    ) -> None:
-        """A row that never ran: again in a later batch, without using an attempt (except as below).
-
-        A failed batch ran nothing: the line its error names is refused for good, and the others
-        go again; when it names none, every line uses an attempt, so a batch that always fails
-        ends in error records; a model without batch support leaves its lines unsent.
-        """
-        if failure is not None and failure.scope == "model":
-            self._not_sent += 1
-            return
-        if failure is not None and (failure.scope == "batch" or failure.index == index):
-            attempts += 1
-            if failure.index == index or attempts >= self.config.max_attempts:
-                kind = ErrorKind.INVALID_REQUEST if failure.index == index else ErrorKind.PROVIDER_ERROR
-                record = error_record(custom_id, line, kind,
-                                      f"the Batch API failed the batch for this line: {failure.message}"
-                                      if failure.index == index else
-                                      f"the Batch API failed the batch: {failure.message}",
-                                      metadata=metadata)
-                record["attempts"] = attempts
-                self._write_error(record, str(sub.batch_id))
-                return
-        self._retry[custom_id] = (attempts, carried)
-
-    def _settle_row(
-        self, request: Request, outcome: RowOutcome, cost: float, source: str, batch_id: str,
-        latency: float,
-    ) -> None:
-        verdict = outcome.verdict
-        usage = row_usage(outcome.usage, cost, source) if outcome.usage else None
-        body = verdict.body if isinstance(verdict.body, dict) else None
-        parsed = None
-        if verdict.kind is None and self.config.schema is not None and body is not None:
-            parsed, problem = validate_reply(body, self.config.schema)
-            if problem is not None:
-                verdict = Verdict(ErrorKind.INVALID_OUTPUT, problem, body)
-        if verdict.kind is None and body is not None and outcome.raw_body is not None:
-            request.schema_required = self.config.schema is not None
-            record = success_record(request, outcome.raw_body, body, usage or row_usage(None, 0.0, source),
-                                    latency, parsed=parsed)
-            record["batch_id"] = batch_id
-            self._write_result(record, outcome.raw_body)
-            return
-        kind = verdict.kind or ErrorKind.PROVIDER_ERROR
-        if kind in RETRYABLE_KINDS and request.attempts < self.config.max_attempts:
-            self._retry[request.custom_id] = (request.attempts, request.billed_usd)
-            return
-        record = error_record(
-            request.custom_id, request.line, kind, self._redact(verdict.message), status=outcome.status,
-            body=body, usage=usage, request=request, latency_s=latency,
-        )
-        record["batch_id"] = batch_id
-        self._write_error(record, batch_id)
 
     async def _purge(self, sub: Submission, info: BatchInfo | None) -> None:
         assert self._client is not None and self._journal is not None
@@ -828,42 +675,12 @@ class BatchRunner:
 
     # -- the wire -------------------------------------------------------------------------------------
 
-    async def _send(
-        self, method: str, path: str, *, data: bytes | None = None, content_type: str | None = None,
-        params: dict[str, Any] | None = None, retry: bool = True,
-    ) -> ApiReply:
-        """One Batch API call; GETs and DELETEs are retried on 429 (as told), 5xx and no answer."""
-        assert self._pre is not None
-        transport = self._pre.transport
-        query = {k: str(v) for k, v in (params or {}).items()} or None
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                status, headers, raw = await transport.request(
-                    method, path, data=data, content_type=content_type or "application/json", params=query,
-                )
-            except TransportFailure:
-                if not retry or attempt >= _SEND_ATTEMPTS:
-                    raise
-                await self._pause(self._backoff(attempt))
-                continue
-            reply = parse_reply(status, headers, raw)
-            if not retry or attempt >= _SEND_ATTEMPTS or not (status in (408, 429) or status >= 500):
-                return reply
-            wait = parse_retry_after(_lower(headers), reply.body, time.time())
-            await self._pause(wait if wait is not None else self._backoff(attempt))
-
-    def _backoff(self, attempt: int) -> float:
-        return backoff(attempt, base=self.config.backoff_base_s,
-                       cap=max(self.config.backoff_cap_s, self.config.poll_interval_s))
-
     # -- the end -----------------------------------------------------------------------------------------
 
     def _result(self, still_failing: int) -> RunResult:
         summary = self.summary
         left = len(self._held) + len(self._retry)
-        summary.not_run += self._not_sent + left
+        summary.not_run += self._not_sent + self._count.unavailable + left
         kind, message = self._stop_kind, self._stop_message
         if kind is None and self._unavailable:
             kind = ErrorKind.MODEL_UNAVAILABLE
@@ -886,22 +703,15 @@ class BatchRunner:
         return RunResult(summary, code, kind, message, self.config.output, self.config.errors_path)
 
 
+class _Either:
+    """Ids in either of two collections (done ids, and errors a batch already wrote)."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first, self._second = first, second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._first or item in self._second
+
+
 def _jitter(seconds: float) -> float:
     return seconds * random.uniform(0.8, 1.2)
-
-
-def _lower(headers: Any) -> dict[str, str]:
-    return {str(k).lower(): str(v) for k, v in dict(headers).items()}
-
-
-def _message(reply: ApiReply) -> str:
-    body = reply.body
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return f"HTTP {reply.status}"
