@@ -1,27 +1,35 @@
-"""The Python API: ``run(...)`` and ``await run_async(...)`` with the job file's options.
+"""The Python API, and the one entry point the CLI runs jobs through: ``run`` / ``run_async``.
 
-No terminal output: progress goes to ``on_event`` (the runner's events, batchrun.events). The
-API key comes from ``api_key=`` or the environment variable the job names.
+No terminal output: progress goes to ``on_event`` (batchrun.events). The API key comes from
+``api_key=`` or the environment variable the job names. ``run`` owns the event loop of a job: it
+uses uvloop where installed, makes a file-size limit surface as a write error (a clean stop,
+exit 3) instead of killing the process, and, in the main thread, handles SIGINT and SIGTERM: the
+first drains requests in flight and ends the run with 130 (143), a second quits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from batchrun.config import JobConfig, load_config
-from batchrun.errors import ConfigError
-from batchrun.events import EventHandler
+from batchrun.errors import ConfigError, ErrorKind
+from batchrun.events import EventHandler, Notice
 from batchrun.runner import Runner, RunResult
 
 __all__ = ["run", "run_async"]
 
 Target = Union[str, Path, JobConfig]
 _OPTIONS = frozenset(f.name for f in fields(JobConfig)) - {"input"}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")
 
 
 def _config(target: Target, options: dict[str, Any]) -> JobConfig:
@@ -38,7 +46,7 @@ def _config(target: Target, options: dict[str, Any]) -> JobConfig:
         try:
             return replace(target, **options)
         except TypeError as exc:
-            raise ConfigError(f"bad setting: {exc}") from None
+            raise ConfigError(f"bad setting: {exc}") from exc
     return load_config(Path(target), options)
 
 
@@ -51,7 +59,7 @@ async def run_async(
 ) -> RunResult:
     """Run a job (a ``.toml`` job file, an input file or a JobConfig) to its end; see ``run``."""
     config = _config(input_or_job, options)
-    return await Runner(config, api_key=api_key, on_event=on_event).run()
+    return await runner_for(config, api_key=api_key, on_event=on_event).run()
 
 
 def run(
@@ -66,17 +74,80 @@ def run(
     ``options`` are JobConfig fields and override the job file's: ``model``, ``output``,
     ``base_url`` (``"sim"`` for the built-in simulator), ``params`` (merged over the job's),
     ``concurrency``, ``rpm``, ``tpm``, ``max_cost_usd``, ``limit``, ``template``, ``system``...
-    Inside a running event loop (a notebook), the job runs on its own loop in a worker thread
-    and ``on_event`` is called from that thread; Ctrl-C (KeyboardInterrupt) stops it the way the
-    CLI's first Ctrl-C does: requests in flight finish and are saved, a rerun resumes.
+    In the main thread, the first SIGINT (Ctrl-C) or SIGTERM stops the job the graceful way
+    (requests in flight finish and are saved; exit code 130 or 143; a rerun resumes) and a second
+    one ends the process at once. Inside a running event loop (a notebook), the job runs on its
+    own loop in a worker thread and ``on_event`` is called from that thread; Ctrl-C
+    (KeyboardInterrupt) stops it the graceful way.
     """
     config = _config(input_or_job, options)
-    runner = Runner(config, api_key=api_key, on_event=on_event)
+    runner = runner_for(config, api_key=api_key, on_event=on_event)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(runner.run())
+        return _run_here(runner, on_event)
     return _run_in_thread(runner)
+
+
+def runner_for(config: JobConfig, *, api_key: str | None, on_event: EventHandler | None) -> Runner:
+    """The runner of the job's mode: sync (requests one by one) or batch (the Batch API)."""
+    if config.mode == "batch":
+        from batchrun.batch.runner import BatchRunner
+
+        return BatchRunner(config, api_key=api_key, on_event=on_event)  # type: ignore[return-value]
+    return Runner(config, api_key=api_key, on_event=on_event)
+
+
+def _loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def _run_here(runner: Runner, on_event: EventHandler | None) -> RunResult:
+    """Run on a loop of our own in this thread, signals handled when it is the main thread."""
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        # A file-size limit must surface as a write error (a clean stop), not kill the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    received: list[int] = []
+
+    async def main() -> RunResult:
+        with _signals_stop(runner, received, on_event):
+            return await runner.run()
+
+    result = _loop_runner()(main())
+    if received and result.exit_code == 130:
+        result = replace(result, exit_code=128 + received[0])
+    return result
+
+
+@contextlib.contextmanager
+def _signals_stop(runner: Runner, received: list[int], on_event: EventHandler | None) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) > 1:
+            if on_event is not None:
+                on_event(Notice("second interrupt: quitting now (a rerun repairs and resumes)",
+                                important=True))
+            os._exit(128 + signum)
+        runner.stop(ErrorKind.INTERRUPTED,
+                    f"{name}: finishing requests in flight (interrupt again to quit at once)")
+
+    for signum in _SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum in _SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 def _run_in_thread(runner: Runner) -> RunResult:
@@ -106,4 +177,5 @@ def _run_in_thread(runner: Runner) -> RunResult:
         thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"]
+    result: RunResult = outcome["result"]
+    return result

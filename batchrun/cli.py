@@ -3,19 +3,17 @@ typer and tqdm; it catches only BatchrunError (and click's usage errors) and pri
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional
 
 import orjson
 import typer
 from tqdm import tqdm
 
 from batchrun import __version__
+from batchrun.api import run as run_job
 from batchrun.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
@@ -24,13 +22,7 @@ from batchrun.config import (
 )
 from batchrun.errors import BatchrunError, ConfigError
 from batchrun.events import Event, Finished, Notice, Planned, Retrying
-from batchrun.runner import Runner, RunResult
 from batchrun.status import job_status
-
-if TYPE_CHECKING:
-    from batchrun.batch.runner import BatchRunner
-
-    AnyRunner = Union[Runner, BatchRunner]
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
@@ -70,19 +62,20 @@ class _Display:
         self._progress = progress and sys.stderr.isatty()
         self._quiet = not progress
         self._bar: tqdm | None = None
-        self._runner: AnyRunner | None = None
+        self._tokens = 0
+        self._cost = 0.0
+        self._started = time.monotonic()
         self._failures = 0
         self._retries = 0
         self._last_note = 0.0
         self._done = 0
         self._total = 0
 
-    def attach(self, runner: AnyRunner) -> None:
-        self._runner = runner
-
     def __call__(self, event: Event) -> None:
         if isinstance(event, Finished):
             self._done += 1
+            self._tokens += event.tokens
+            self._cost += event.cost_usd
             if event.kind is not None:
                 self._failures += 1
             if self._bar is not None:
@@ -94,6 +87,7 @@ class _Display:
         elif isinstance(event, Retrying):
             self._retries += 1
         elif isinstance(event, Planned):
+            self._started = time.monotonic()
             _say(f"batchrun: {event.text}")
             self._total = max(event.total_lines - event.already_done, 0)
             if self._progress:
@@ -102,19 +96,15 @@ class _Display:
         elif isinstance(event, Notice):
             if self._bar is not None:
                 self._bar.write(f"batchrun: {event.message}", file=sys.stderr)
-            elif not self._quiet or "stopping" in event.message:
+            elif not self._quiet or event.important:
                 _say(f"batchrun: {event.message}")
 
     def _refresh(self) -> None:
-        summary = self._runner.summary if self._runner else None
-        if summary is None:
-            return
-        tokens = summary.prompt_tokens + summary.completion_tokens
-        text = f"tok {tokens:,} ${summary.cost_usd:.4f} fail {self._failures} retry {self._retries}"
+        text = f"tok {self._tokens:,} ${self._cost:.4f} fail {self._failures} retry {self._retries}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
         elif not self._quiet:
-            elapsed = time.monotonic() - summary.started
+            elapsed = time.monotonic() - self._started
             rate = self._done / elapsed if elapsed > 0 else 0.0
             _say(f"batchrun: {self._done:,}/{self._total:,} done, {rate:,.1f} req/s, {text}")
 
@@ -123,37 +113,6 @@ class _Display:
             self._refresh()
             self._bar.refresh()
             self._bar.close()
-
-
-def _event_loop_runner() -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
-def _run_with_signals(runner: AnyRunner) -> tuple[RunResult, int | None]:
-    """Run the job; the first Ctrl-C/SIGTERM drains in-flight requests, a second quits at once."""
-    received: list[int] = []
-
-    async def main() -> RunResult:
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if len(received) > 1:
-                _say("batchrun: second interrupt: quitting now (a rerun repairs and resumes)")
-                os._exit(128 + signum)
-            runner.stop(message=f"{signal.Signals(signum).name}: finishing requests in flight "
-                        "(interrupt again to quit at once)")
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        return await runner.run()
-
-    result = _event_loop_runner()(main())
-    return result, (received[0] if received else None)
 
 
 @app.command()
@@ -197,28 +156,17 @@ def run(
         "mode": mode, "poll_interval_s": poll_interval, "purge": purge or None,
     }
     config = load_config(target, overrides)
-    if hasattr(signal, "SIGXFSZ"):
-        # A file-size limit must surface as a write error (a clean stop), not kill the process.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     display = _Display(progress=not no_progress)
-    runner: AnyRunner
-    if config.mode == "batch":
-        from batchrun.batch.runner import BatchRunner
-
-        runner = BatchRunner(config, on_event=display)
-    else:
-        runner = Runner(config, on_event=display)
-    display.attach(runner)
     try:
-        result, signum = _run_with_signals(runner)
+        result = run_job(config, on_event=display)
     finally:
         display.close()
     for line in result.summary.lines():
         _say(f"batchrun: {line}")
-    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if result.errors.exists() and result.errors.stat().st_size else ""))
+    written_errors = result.errors.exists() and result.errors.stat().st_size
+    _say(f"batchrun: results in {result.output}" + (f", errors in {result.errors}" if written_errors else ""))
     code = result.exit_code
-    if code == 130 and signum is not None:
-        code = 128 + signum
+    if code in (130, 143):
         _say("batchrun: interrupted; run the same command again to resume")
     elif result.message:
         _say(f"batchrun: {result.message}")
@@ -373,30 +321,11 @@ def sim_command(
     no_cost: bool = typer.Option(False, "--no-cost", help="Send usage.cost as null (OpenRouter allows it): clients price tokens themselves."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
-    no_batch_api: bool = typer.Option(False, "--no-batch-api", help="Serve no /batches routes (a server without a Batch API)."),
-    batch_validating: float = typer.Option(0.5, "--batch-validating", metavar="S", help="Batch API: seconds a new batch stays validating (then the second-stage checks run)."),
-    batch_processing: float = typer.Option(3.0, "--batch-processing", metavar="S", help="Batch API: seconds from create to completed."),
-    batch_visibility: float = typer.Option(1.0, "--batch-visibility", metavar="S", help="Batch API: seconds a new batch answers 404 on GET and is missing from lists."),
-    batch_first_visibility: Optional[float] = typer.Option(None, "--batch-first-visibility", metavar="S", help="Batch API: the first batch's own visibility lag (crash-recovery demos)."),
-    batch_list_cache: float = typer.Option(10.0, "--batch-list-cache", metavar="S", help="Batch API: seconds a list answer is cached per query string."),
-    batch_expiry: Optional[float] = typer.Option(None, "--batch-expiry", metavar="S", help="Batch API: rows not run this long after create expire (default 24 h, 96 h on Google)."),
-    batch_cancel: float = typer.Option(0.5, "--batch-cancel", metavar="S", help="OpenAI batches: seconds cancelling lasts."),
-    batch_row_fault: list[str] = typer.Option([], "--batch-row-fault", metavar="KIND=RATE", help="Fail batch rows at a rate: 429, 500, timeout (row error) or 400 (response.status_code)."),
-    batch_fault: list[str] = typer.Option([], "--batch-fault", metavar="KIND=RATE", help="Faults of the batch routes: 429 (Retry-After), 500, drop (done, reply lost)."),
-    batch_lost_replies: int = typer.Option(0, "--batch-lost-replies", metavar="N", help="The first N batch creates persist their batch but drop the reply."),
-    batch_max_requests: Optional[int] = typer.Option(None, "--batch-max-requests", metavar="N", help="Requests per batch (default 5,000 OpenRouter, 50,000 OpenAI); 413 above."),
-    batch_max_bytes: int = typer.Option(200_000_000, "--batch-max-bytes", metavar="N", help="Bytes per batch create or file; 413 above."),
-    batch_token_limit: Optional[int] = typer.Option(None, "--batch-token-limit", metavar="N", help="OpenAI batches: enqueued prompt tokens per model before token_limit_exceeded."),
 ) -> None:
-    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests), Batch APIs included."""
+    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests)."""
     from batchrun.sim import SimConfig
     from batchrun.sim.__main__ import serve_forever
-    from batchrun.sim.config import (
-        BATCH_FAULT_KINDS,
-        BATCH_ROW_FAULT_KINDS,
-        parse_faults,
-        parse_rates,
-    )
+    from batchrun.sim.config import parse_faults
     from batchrun.sim.server import server_ssl_context
 
     try:
@@ -408,14 +337,6 @@ def sim_command(
             report_cost=not no_cost,
             tls_cert=None if tls_cert is None else str(tls_cert),
             tls_key=None if tls_key is None else str(tls_key),
-            batch_api=not no_batch_api, batch_validating_s=batch_validating,
-            batch_processing_s=batch_processing, batch_visibility_s=batch_visibility,
-            batch_first_visibility_s=batch_first_visibility, batch_list_cache_s=batch_list_cache,
-            batch_expiry_s=batch_expiry, batch_cancel_s=batch_cancel,
-            batch_row_faults=parse_rates(batch_row_fault, BATCH_ROW_FAULT_KINDS, "--batch-row-fault"),
-            batch_faults=parse_rates(batch_fault, BATCH_FAULT_KINDS, "--batch-fault"),
-            batch_lost_replies=batch_lost_replies, batch_max_requests=batch_max_requests,
-            batch_max_bytes=batch_max_bytes, batch_enqueued_token_limit=batch_token_limit,
         )
         server_ssl_context(config)  # a bad PEM file is a usage error, not a traceback once serving
     except ValueError as exc:

@@ -26,6 +26,8 @@ class Finished:
 
     custom_id: str
     kind: str | None
+    tokens: int = 0  # prompt + completion tokens of its final response
+    cost_usd: float = 0.0  # what its attempts billed
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Notice:
     """Something the user should read: a repaired file, a model marked unavailable, a stop."""
 
     message: str
+    important: bool = False  # shown even without progress output (a stop, a quit)
 
 
 Event = Union[Planned, Finished, Retrying, Notice]

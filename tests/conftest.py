@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,3 +96,51 @@ def job_file(tmp_path: Path, input_path: Path, *, output: Path | None = None, ex
         "[retry]\nbackoff_base_s = 0.01\nbackoff_cap_s = 0.05\n"
     )
     return job
+
+
+def wait_for(condition: Callable[[], object], *, what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds saying ``what`` never came.
+
+    Tests wait for a condition (a file's lines, a lock, a ledger count), never for a fixed time:
+    these machines are loaded and slow at random.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def line_count(path: Path) -> int:
+    """Complete lines in a file (0 when it does not exist yet)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+class StderrWatch:
+    """Reads a running process's stderr in a thread, so a test can wait for a line in it."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self._process = process
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line)
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def text(self) -> str:
+        """All of stderr, once the process has ended; closes its pipes."""
+        self._process.wait(timeout=30)
+        self._thread.join(timeout=10)
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                stream.close()
+        return "".join(self.lines)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import orjson
@@ -15,10 +14,12 @@ from conftest import (
     batchrun_cmd,
     cli_env,
     job_file,
+    line_count,
     prompts,
     read_jsonl,
     run_cli,
     start_cli,
+    wait_for,
     write_jsonl,
 )
 
@@ -129,9 +130,12 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_result_per_id(tmp_path: Pat
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = {concurrency}\n')
     output = tmp_path / "out.jsonl"
     kills = 0
-    for delay in (0.9, 0.6, 1.1):
+    for written in (300, 900, 1600):  # kill each run once the output holds this many records
         process = start_cli("run", job, "--no-progress", output=False)
-        time.sleep(delay)
+        def far_enough(run: subprocess.Popen[str] = process, at: int = written) -> bool:
+            return line_count(output) >= at or run.poll() is not None
+
+        wait_for(far_enough, what=f"{written} records")
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
@@ -159,7 +163,7 @@ def test_first_sigint_drains_in_flight_and_exits_130(tmp_path: Path, sim_factory
     source = write_jsonl(tmp_path / "in.jsonl", prompts(400))
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 8\n')
     process = start_cli("run", job, "--no-progress")
-    time.sleep(1.5)
+    wait_for(lambda: line_count(tmp_path / "out.jsonl") >= 20, what="20 records")
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
 

@@ -91,9 +91,15 @@ def test_status_cli_json_and_watch_until_ctrl_c(finished_run) -> None:
     shown = run_cli("status", output, "--json")
     watch = subprocess.Popen(batchrun_cmd("status", output, "--watch", "0.2"), env=cli_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.2)
+    assert watch.stdout is not None
+    seen = ""
+    while seen.count("succeeded ") < 2:  # wait for two redraws, however slow the machine
+        line = watch.stdout.readline()
+        assert line, "status --watch ended before redrawing"
+        seen += line
     watch.send_signal(signal.SIGINT)
     out, err = watch.communicate(timeout=10)
+    out = seen + out
 
     assert shown.returncode == 0, shown.stderr
     data = orjson.loads(shown.stdout)

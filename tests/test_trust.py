@@ -12,18 +12,22 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    StderrWatch,
     batchrun_cmd,
     cli_env,
     job_file,
+    line_count,
     prompts,
     read_jsonl,
     run_cli,
     start_cli,
+    wait_for,
     write_jsonl,
 )
 
 from batchrun.config import load_config
 from batchrun.runner import Runner
+from batchrun.status import run_active
 
 RETRIED = {
     "429": "rate_limited",
@@ -151,7 +155,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
                    extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 4\n')
     first = start_cli("run", job, "--no-progress", output=False)
     try:
-        time.sleep(1.0)
+        wait_for(lambda: run_active(tmp_path / "out.jsonl") is True, what="the first run's lock")
         second = run_cli("run", job, "--no-progress")
         assert second.returncode == 2
         assert "another batchrun run (pid" in second.stderr
@@ -179,7 +183,7 @@ def test_sigterm_drains_and_exits_143(tmp_path: Path, sim_factory) -> None:
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(400)),
                    extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 8\n')
     process = start_cli("run", job, "--no-progress")
-    time.sleep(1.2)
+    wait_for(lambda: line_count(tmp_path / "out.jsonl") >= 16, what="16 records")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 143, stderr
@@ -191,16 +195,17 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path: Path, sim_factory) -> None:
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", prompts(50)),
                    extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 4\n')
     process = start_cli("run", job, "--no-progress")
-    time.sleep(1.2)
+    watch = StderrWatch(process)
+    wait_for(lambda: sim.ledger.counts()["generations"] >= 4, what="4 requests in flight")
     process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    wait_for(lambda: watch.has("stopping:"), what="the first Ctrl-C's notice")
     assert process.poll() is None, "the first Ctrl-C waits for requests in flight"
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=10)
+    process.wait(timeout=10)
     assert time.monotonic() - started < 5
     assert process.returncode == 130
-    assert "quitting now" in stderr
+    assert "quitting now" in watch.text()
 
 
 def test_the_key_is_never_written_anywhere(tmp_path: Path, sim_factory) -> None:

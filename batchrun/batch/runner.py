@@ -113,7 +113,7 @@ class BatchRunner:
         """Stop submitting and polling; batches at the provider keep running. Safe to call twice."""
         if self._stop_kind is None:
             self._stop_kind, self._stop_message = kind, message
-            self._emit(Notice(f"stopping: {message}"))
+            self._emit(Notice(f"stopping: {message}", important=True))
         self._wake.set()
 
     async def _pause(self, seconds: float) -> None:
@@ -651,7 +651,7 @@ class BatchRunner:
         self._writer.result(record, raw_body)
         self._writer.flush()
         self._done.add(record["custom_id"])
-        self._emit(Finished(record["custom_id"], None))
+        self._emit(Finished(record["custom_id"], None, _tokens(record), record["billed_usd"] or 0.0))
 
     def _write_error(self, record: dict[str, Any], batch_id: str | None) -> None:
         assert self._writer is not None
@@ -659,7 +659,8 @@ class BatchRunner:
             record["batch_id"] = batch_id
         self._writer.error(record)
         self._writer.flush()
-        self._emit(Finished(record["custom_id"], record["error"]["code"]))
+        self._emit(Finished(record["custom_id"], record["error"]["code"], _tokens(record),
+                            record["billed_usd"] or 0.0))
 
     def _flush_sync(self) -> None:
         """Everything written so far is on disk (fsync) before the journal says so."""
@@ -692,7 +693,7 @@ class BatchRunner:
             if self._open:
                 message = (f"{len(self._open)} batch(es) keep running at the provider: run the same "
                            "command again to collect them")
-                self._emit(Notice(f"stopping: {message}"))
+                self._emit(Notice(message, important=True))
         elif kind is not None:
             code = 3
         elif still_failing:
@@ -711,6 +712,11 @@ class _Either:
 
     def __contains__(self, item: object) -> bool:
         return item in self._first or item in self._second
+
+
+def _tokens(record: dict[str, Any]) -> int:
+    usage = record.get("usage") or {}
+    return int(usage.get("total_tokens") or 0)
 
 
 def _jitter(seconds: float) -> float:

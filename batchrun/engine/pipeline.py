@@ -94,7 +94,7 @@ class Pipeline:
         self._outstanding -= len(dropped)
         for task in list(self._waiting_retries):
             task.cancel()  # its line is counted as not run when the cancel lands
-        self._emit(Notice(f"stopping: {message}"))
+        self._emit(Notice(f"stopping: {message}", important=True))
 
     async def run(self) -> None:
         writer = self._writer
@@ -288,7 +288,7 @@ class Pipeline:
             self._writer.result(record, raw_body)
             self.pre.state.done_ids.add(item.custom_id)
             self._limits.on_success()
-            self._finish(item, None)
+            self._finish(item, None, usage)
             return
         if kind == ErrorKind.RATE_LIMITED:
             self._on_rate_limited(verdict)
@@ -319,7 +319,7 @@ class Pipeline:
         if kind in _STOP_KINDS:
             hint = stop_hint(self.config, kind, self._redact(verdict.message), key_sent=self.pre.key_sent)
             self.stop(kind, hint)
-        self._finish(item, kind)
+        self._finish(item, kind, usage)
 
     def _on_rate_limited(self, verdict: Verdict) -> None:
         limits = self._limits
@@ -331,7 +331,8 @@ class Pipeline:
         if limits.paused_until > paused_before and pause >= 1.0:
             self._emit(Notice(f"paused {pause:.0f} s: the server's rate limit (429, Retry-After)"))
         elif rate is not None:
-            self._emit(Notice(f"slowed to {rate * 60:,.0f} requests/min: the server answers 429"))
+            self._emit(Notice(f"slowed to {rate * 60:,.0f} requests/min: the server's rate limit "
+                              "(429s)"))
 
     def _schedule_retry(self, item: Request, wait: float) -> None:
         group = self._group
@@ -358,9 +359,10 @@ class Pipeline:
         self._emit(Notice(f"model {model} is not available ({message}); its lines are not sent. "
                           f"Fallback models: {fallbacks}"))
 
-    def _finish(self, item: Request, kind: str | None) -> None:
+    def _finish(self, item: Request, kind: str | None, usage: dict[str, Any] | None) -> None:
         self._outstanding -= 1
-        self._emit(Finished(item.custom_id, kind))
+        tokens = (usage or {}).get("total_tokens") or 0
+        self._emit(Finished(item.custom_id, kind, tokens, item.billed_usd))
         self._close_if_done()
 
     def _leave_unfinished(self, item: Request) -> None:
