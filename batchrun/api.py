@@ -91,10 +91,20 @@ def run(
 
 def runner_for(config: JobConfig, *, api_key: str | None, on_event: EventHandler | None) -> Runner:
     """The runner of the job's mode: sync (requests one by one) or batch (the Batch API)."""
+    from batchrun.batch.journal import open_submissions
+
     if config.mode == "batch":
         from batchrun.batch.runner import BatchRunner
 
+        # BatchRunner has Runner's run(), stop() and summary.
         return BatchRunner(config, api_key=api_key, on_event=on_event)  # type: ignore[return-value]
+    waiting = open_submissions(config.output)
+    if waiting:
+        # Their lines would be sent again, and paid for twice, while those batches may complete.
+        raise ConfigError(
+            f"{len(waiting)} batch(es) of {config.output.name} from --mode batch may still complete: "
+            "run the job with --mode batch to collect them first"
+        )
     return Runner(config, api_key=api_key, on_event=on_event)
 
 

@@ -439,3 +439,18 @@ def test_batch_route_faults_never_make_a_second_batch(
     done = run_batch(job)
     assert done.returncode == 0, done.stderr
     assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(40)})
+
+
+def test_sync_mode_is_refused_while_batches_may_complete(
+    tmp_path: Path, sim_factory: Callable[..., SimServer]
+) -> None:
+    sim = sim_factory(**{**FAST, "batch_processing_s": 30.0})
+    out = tmp_path / "out.jsonl"
+    job = batch_job(tmp_path, sim, prompts(5))
+    proc = start_batch(job)
+    wait_for(lambda: any(op["op"] == "submitted" for op in journal_ops(out)))
+    kill(proc)
+    sync = run_batch(job, "--mode", "sync")
+    assert sync.returncode == 2, sync.stderr
+    assert "--mode batch to collect them first" in sync.stderr and "Traceback" not in sync.stderr
+    assert _get(sim.root_url + "/_sim/ledger")["counts"]["requests"] == 0  # no chat request was sent

@@ -32,7 +32,7 @@ from batchrun.config import output_paths
 from batchrun.errors import JobStopped
 from batchrun.ledger import _repair_tail, read_records
 
-__all__ = ["Journal", "Submission", "journal_path", "read_journal"]
+__all__ = ["Journal", "Submission", "journal_path", "open_submissions", "read_journal"]
 
 # Where a submission stands; only "intent" and "submitted" may still complete at the provider.
 INTENT, SUBMITTED, REJECTED, ABANDONED, COLLECTED = (
@@ -126,6 +126,11 @@ def read_journal(path: Path) -> dict[str, Submission]:
         if isinstance(entry, dict):
             _apply(subs, entry)
     return subs
+
+
+def open_submissions(output: Path) -> list[Submission]:
+    """The submissions of an output's journal that may still complete (none without a journal)."""
+    return [sub for sub in read_journal(journal_path(output)).values() if sub.may_complete]
 
 
 class Journal:

@@ -117,6 +117,11 @@ class OpenAIBatches:
                         rows.append(row)
         return rows
 
+    async def discard(self, sub: Submission) -> None:
+        """Delete the input file of a submission that made no batch (a file costs nothing, but is kept)."""
+        if sub.file_id:
+            await self._send("DELETE", f"/files/{sub.file_id}")
+
     async def delete(self, sub: Submission, info: BatchInfo | None) -> bool:
         """Delete the batch's input, output and error files (a batch itself cannot be deleted)."""
         ids = {sub.file_id}

@@ -108,6 +108,9 @@ class OpenRouterBatches:
                 return rows
             params = {"limit": _PAGE, "cursor": cursor}
 
+    async def discard(self, sub: Submission) -> None:
+        """Nothing to clean up of a submission that made no batch: OpenRouter keeps no upload."""
+
     async def delete(self, sub: Submission, info: BatchInfo | None) -> bool:
         """Delete a finished batch and its stored prompts and results; True once it is gone."""
         reply = await self._send("DELETE", f"/batches/{sub.batch_id}")

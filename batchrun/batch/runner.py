@@ -501,6 +501,8 @@ class BatchRunner:
                     self._retry[str(custom_id)] = (int(attempts), float(rest[0]) if rest else 0.0)
                 self._emit(Notice(f"no batch was made by the lost submission of {sub.count:,} requests "
                                   f"for {sub.model}: its lines go into a new batch"))
+                with contextlib.suppress(TransportFailure):
+                    await client.discard(sub)
                 return
             await self._pause(min(_jitter(interval / 2), max(deadline - time.time(), 0.0)))
 
