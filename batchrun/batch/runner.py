@@ -101,6 +101,7 @@ class BatchRunner:
         self._written_errors: dict[str, set[str]] = {}  # batch id -> ids with an error record of it
         self._not_sent = 0
         self._plan_count = PlanCount()  # what the plan's reading found
+        self._planned: int | None = None  # the input's lines (None: an estimate, for gzip input)
         self._count = PlanCount()  # what the run's readings found
         self._journal: Journal | None = None
         self._wire: BatchWire | None = None
@@ -269,6 +270,7 @@ class BatchRunner:
             left = max(self._budget.left() or 0, 0) / 1e9
             text += f" | budget ${config.max_cost_usd:g} for the job, {usd(left)} left; "
             text += f"each batch books its bound first ({usd(bound)} in all)"
+        self._planned = None if not size.exact else lines
         return Planned(text, lines, not size.exact, len(self._done), worst)
 
     def _price_source(self, model: str) -> str:
@@ -684,12 +686,17 @@ class BatchRunner:
         summary = self.summary
         left = len(self._held) + len(self._retry)
         summary.not_run += self._not_sent + self._count.unavailable + left
+        if self._planned is not None:
+            # Every input line is accounted for: done before, kept as failed, finished now, or not
+            # run (held by a batch still open, left by a stop, or for a model with no batch).
+            unaccounted = self._planned - summary.already_done - summary.kept_failed - summary.finished
+            summary.not_run = max(unaccounted, 0)
         kind, message = self._stop_kind, self._stop_message
         if kind is None and self._unavailable:
             kind = ErrorKind.MODEL_UNAVAILABLE
             names = ", ".join(sorted(self._unavailable))
             message = (f"model {names} has no batch endpoint: run its lines with --mode sync; "
-                       f"{self._not_sent:,} lines were not sent")
+                       f"{summary.not_run:,} lines were not sent")
         if kind == ErrorKind.INTERRUPTED:
             code = 130
             if self._open:
