@@ -4,6 +4,7 @@
     ├── ConfigError               a bad flag, job file, input path or output folder (exit 2, nothing sent)
     │   └── ResumeMismatch        the output belongs to another input/model/parameters (exit 2)
     ├── OutputLocked              another run holds the output (exit 2)
+    ├── IdNotFound                `show` was given an id the output has no record of (exit 1)
     └── JobStopped                the job stopped early for a job-level reason (exit 3, resumable)
 
 Per-request failures are not exceptions: they are *kinds* (DESIGN.md §4) carried in
@@ -14,12 +15,12 @@ request, and only inside ``transport.py``'s caller.
 from __future__ import annotations
 
 __all__ = [
-    "JOB_LEVEL_KINDS",
     "PER_LINE_VERDICTS",
     "RETRYABLE_KINDS",
     "BatchrunError",
     "ConfigError",
     "ErrorKind",
+    "IdNotFound",
     "JobStopped",
     "OutputLocked",
     "ResumeMismatch",
@@ -57,16 +58,6 @@ RETRYABLE_KINDS = frozenset(
         ErrorKind.INVALID_OUTPUT,
     }
 )
-# Kinds that say nothing about the line itself: a rerun always tries those lines again.
-JOB_LEVEL_KINDS = frozenset(
-    {
-        ErrorKind.AUTH_ERROR,
-        ErrorKind.INSUFFICIENT_CREDITS,
-        ErrorKind.MODEL_UNAVAILABLE,
-        ErrorKind.BUDGET_EXCEEDED,
-        ErrorKind.INTERRUPTED,
-    }
-)
 # Verdicts about one line: a rerun keeps them unless asked with --retry-failed.
 PER_LINE_VERDICTS = frozenset(
     {ErrorKind.INVALID_REQUEST, ErrorKind.CONTENT_FILTERED, ErrorKind.INVALID_OUTPUT}
@@ -93,6 +84,12 @@ class OutputLocked(BatchrunError):
     """Another batchrun process is writing the same output."""
 
     exit_code = 2
+
+
+class IdNotFound(BatchrunError):
+    """``batchrun show``: the id has no record in the output (exit 1)."""
+
+    exit_code = 1
 
 
 class JobStopped(BatchrunError):

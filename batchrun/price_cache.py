@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from batchrun.units import duration_text
+
 __all__ = [
-    "MAX_AGE_S", "CachedPrices", "age_text", "cache_dir", "cache_file", "read_prices", "write_prices",
+    "MAX_AGE_S", "CachedPrices", "cache_dir", "cache_file", "read_prices", "write_prices",
 ]
 
 MAX_AGE_S = 24 * 3600.0  # older than this, a run fetches the list again
@@ -44,18 +46,7 @@ class CachedPrices:
 
     def source(self) -> str:
         """Where its prices come from, in words, for the plan line and ``estimate``."""
-        return f"/models (cached {age_text(self.age_s())} ago)"
-
-
-def age_text(seconds: float) -> str:
-    """An age in words for the plan line: "40 s", "12 min", "3.5 h", "2.0 days"."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+        return f"/models, fetched {duration_text(self.age_s())} ago"
 
 
 def cache_dir() -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.engine.redact import Redactor
 from batchrun.errors import ConfigError
 
 __all__ = ["Trace"]
@@ -20,12 +21,12 @@ __all__ = ["Trace"]
 class Trace:
     """An append-only attempt log; lines are buffered and flushed by the writer's rhythm."""
 
-    def __init__(self, path: Path, *, secret: bytes = b"") -> None:
-        self._secret = secret
+    def __init__(self, path: Path, *, redactor: Redactor) -> None:
+        self._redact = redactor.data
         try:
             self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
         except OSError as exc:
-            raise ConfigError(f"cannot write the log {path}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot write the log {path}: {exc.strerror or exc}") from exc
         self._pending: list[bytes] = []
 
     def attempt(
@@ -57,10 +58,7 @@ class Trace:
             "cost_usd": usage["cost_usd"] if usage else None,
             "message": message[:500] or None,
         }
-        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-        if self._secret and self._secret in data:
-            data = data.replace(self._secret, b"[redacted]")
-        self._pending.append(data)
+        self._pending.append(self._redact(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)))
 
     def flush(self) -> None:
         if self._pending:

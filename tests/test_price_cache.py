@@ -16,10 +16,11 @@ import pytest
 from conftest import job_file, read_jsonl, write_jsonl
 
 from batchrun.config import load_config
-from batchrun.price_cache import MAX_AGE_S, age_text, cache_file, read_prices, write_prices
+from batchrun.price_cache import MAX_AGE_S, cache_file, read_prices, write_prices
 from batchrun.runner import Runner
 from batchrun.sim.catalog import CATALOG
 from batchrun.transport import api_root
+from batchrun.units import duration_text, usd
 
 R1 = "deepseek/deepseek-r1"  # a reasoning model: its completion tokens include reasoning tokens
 
@@ -98,10 +99,19 @@ def test_a_cache_directory_that_cannot_be_written_is_not_an_error(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(5, "5 s"), (600, "10 min"), (3 * 3600, "3.0 h"), (3 * 86400, "3.0 days")]
+    ("seconds", "text"),
+    [(5, "5.0 s"), (41, "41 s"), (600, "10 min"), (3 * 3600, "3.0 h"), (3 * 86400, "3.0 days")],
 )
-def test_age_text(seconds: float, text: str) -> None:
-    assert age_text(seconds) == text
+def test_duration_text(seconds: float, text: str) -> None:
+    assert duration_text(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [(12.345, "$12.35"), (0.0123, "$0.0123"), (0.0000164, "$0.000016"), (0.0, "$0"), (1e-9, "<$0.000001")],
+)
+def test_usd_keeps_the_digits_that_matter(amount: float, text: str) -> None:
+    assert usd(amount) == text
 
 
 def test_a_simulator_job_without_provider_cost_is_priced_from_the_simulators_list(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_a_network_that_drops_midway_stops_the_job(tmp_path: Path, sim_factory) 
 
 
 def test_a_server_rate_limit_pause_is_said(tmp_path: Path, sim_factory) -> None:
-    sim = sim_factory(rpm=10, rate_window_s=1.0)
+    sim = sim_factory(rpm=600, rate_window_s=1.0)  # 10 requests in any second
     source = write_jsonl(tmp_path / "in.jsonl", prompts(30))
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 4\n')
     completed = run_cli("run", job)  # no terminal: log lines instead of a bar

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from batchrun.engine.budget import Budget, to_nano, worst_case_bound
-from batchrun.engine.preflight import Preflight, parser_for, stop_hint, usd
+from batchrun.engine.preflight import Preflight, parser_for, stop_hint
 from batchrun.engine.tasks import TaskGroup
 from batchrun.engine.writer import Writer
 from batchrun.errors import RETRYABLE_KINDS, ErrorKind, TransportFailure
@@ -29,6 +29,7 @@ from batchrun.records import InvalidLine, Request, error_record, success_record
 from batchrun.retry import Verdict, classify_response, retry_wait
 from batchrun.schema import validate_reply
 from batchrun.summary import Summary
+from batchrun.units import usd
 from batchrun.workqueue import WorkQueue
 
 __all__ = ["Pipeline", "unreachable_threshold"]

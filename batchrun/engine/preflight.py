@@ -27,14 +27,15 @@ from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Notice, Planned
 from batchrun.inputs import fingerprint, iter_lines, measure, open_input, readable
 from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
-from batchrun.price_cache import age_text, read_prices, write_prices
+from batchrun.price_cache import read_prices, write_prices
 from batchrun.pricing import PriceBook
 from batchrun.records import InputParser, InvalidLine
 from batchrun.retry import classify_response
 from batchrun.trace import Trace
 from batchrun.transport import Transport
+from batchrun.units import duration_text, usd
 
-__all__ = ["PLAN_SAMPLE_LINES", "Preflight", "parser_for", "preflight", "stop_hint", "usd"]
+__all__ = ["PLAN_SAMPLE_LINES", "Preflight", "job_manifest", "parser_for", "preflight", "sim_args", "stop_hint"]
 
 SIM_KEY = "sk-or-v1-batchrun-simulator"
 PLAN_SAMPLE_LINES = 1000  # lines parsed for the plan line's cost: exact for small jobs, fast for big
@@ -91,17 +92,6 @@ def parser_for(config: JobConfig, *, skip_ids: Collection[str] = frozenset()) ->
     )
 
 
-def usd(amount: float) -> str:
-    """A cost for people: enough digits to be read whatever its size ($12.34, $0.0123, $0.000016)."""
-    if amount >= 1:
-        return f"${amount:,.2f}"
-    if amount >= 0.01:
-        return f"${amount:.4f}"
-    if amount == 0:
-        return "$0"
-    return f"${amount:.6f}" if amount >= 1e-6 else "<$0.000001"
-
-
 def stop_hint(config: JobConfig, kind: str, message: str, *, key_sent: bool) -> str:
     """The one line that tells a user why the job stopped for its key or credits, and what to do."""
     if kind != ErrorKind.AUTH_ERROR:
@@ -136,7 +126,7 @@ async def preflight(
     budget = Budget(config.max_cost_usd, spent_before_usd=spent_before)
     trace = None
     if config.log_path is not None:
-        trace = Trace(config.log_path, secret=redactor.secret_bytes)
+        trace = Trace(config.log_path, redactor=redactor)
         stack.callback(trace.close)
     transport = await stack.enter_async_context(
         Transport(
@@ -240,7 +230,7 @@ async def _load_prices(
     elif cached is not None:
         prices.load_models_payload(cached.payload, cached.source() + ", no fresh list")
         emit(Notice(f"could not fetch {transport.root}/models: using the list cached "
-                    f"{age_text(cached.age_s())} ago"))
+                    f"{duration_text(cached.age_s())} ago"))
 
 
 def _check_budget_prices(config: JobConfig, prices: PriceBook) -> None:
