@@ -321,11 +321,30 @@ def sim_command(
     no_cost: bool = typer.Option(False, "--no-cost", help="Send usage.cost as null (OpenRouter allows it): clients price tokens themselves."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
+    no_batch_api: bool = typer.Option(False, "--no-batch-api", help="Serve no /batches routes (a server without a Batch API)."),
+    batch_validating: float = typer.Option(0.5, "--batch-validating", metavar="S", help="Batch API: seconds a new batch stays validating (then the second-stage checks run)."),
+    batch_processing: float = typer.Option(3.0, "--batch-processing", metavar="S", help="Batch API: seconds from create to completed."),
+    batch_visibility: float = typer.Option(1.0, "--batch-visibility", metavar="S", help="Batch API: seconds a new batch answers 404 on GET and is missing from lists."),
+    batch_first_visibility: Optional[float] = typer.Option(None, "--batch-first-visibility", metavar="S", help="Batch API: the first batch's own visibility lag (crash-recovery demos)."),
+    batch_list_cache: float = typer.Option(10.0, "--batch-list-cache", metavar="S", help="Batch API: seconds a list answer is cached per query string."),
+    batch_expiry: Optional[float] = typer.Option(None, "--batch-expiry", metavar="S", help="Batch API: rows not run this long after create expire (default 24 h, 96 h on Google)."),
+    batch_cancel: float = typer.Option(0.5, "--batch-cancel", metavar="S", help="OpenAI batches: seconds cancelling lasts."),
+    batch_row_fault: list[str] = typer.Option([], "--batch-row-fault", metavar="KIND=RATE", help="Fail batch rows at a rate: 429, 500, timeout (row error) or 400 (response.status_code)."),
+    batch_fault: list[str] = typer.Option([], "--batch-fault", metavar="KIND=RATE", help="Faults of the batch routes: 429 (Retry-After), 500, drop (done, reply lost)."),
+    batch_lost_replies: int = typer.Option(0, "--batch-lost-replies", metavar="N", help="The first N batch creates persist their batch but drop the reply."),
+    batch_max_requests: Optional[int] = typer.Option(None, "--batch-max-requests", metavar="N", help="Requests per batch (default 5,000 OpenRouter, 50,000 OpenAI); 413 above."),
+    batch_max_bytes: int = typer.Option(200_000_000, "--batch-max-bytes", metavar="N", help="Bytes per batch create or file; 413 above."),
+    batch_token_limit: Optional[int] = typer.Option(None, "--batch-token-limit", metavar="N", help="OpenAI batches: enqueued prompt tokens per model before token_limit_exceeded."),
 ) -> None:
-    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests)."""
+    """Serve the OpenRouter-faithful simulator on loopback (for demos and tests), Batch APIs included."""
     from batchrun.sim import SimConfig
     from batchrun.sim.__main__ import serve_forever
-    from batchrun.sim.config import parse_faults
+    from batchrun.sim.config import (
+        BATCH_FAULT_KINDS,
+        BATCH_ROW_FAULT_KINDS,
+        parse_faults,
+        parse_rates,
+    )
     from batchrun.sim.server import server_ssl_context
 
     try:
@@ -337,6 +356,14 @@ def sim_command(
             report_cost=not no_cost,
             tls_cert=None if tls_cert is None else str(tls_cert),
             tls_key=None if tls_key is None else str(tls_key),
+            batch_api=not no_batch_api, batch_validating_s=batch_validating,
+            batch_processing_s=batch_processing, batch_visibility_s=batch_visibility,
+            batch_first_visibility_s=batch_first_visibility, batch_list_cache_s=batch_list_cache,
+            batch_expiry_s=batch_expiry, batch_cancel_s=batch_cancel,
+            batch_row_faults=parse_rates(batch_row_fault, BATCH_ROW_FAULT_KINDS, "--batch-row-fault"),
+            batch_faults=parse_rates(batch_fault, BATCH_FAULT_KINDS, "--batch-fault"),
+            batch_lost_replies=batch_lost_replies, batch_max_requests=batch_max_requests,
+            batch_max_bytes=batch_max_bytes, batch_enqueued_token_limit=batch_token_limit,
         )
         server_ssl_context(config)  # a bad PEM file is a usage error, not a traceback once serving
     except ValueError as exc:
