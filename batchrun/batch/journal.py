@@ -130,7 +130,11 @@ def read_journal(path: Path) -> dict[str, Submission]:
 
 def open_submissions(output: Path) -> list[Submission]:
     """The submissions of an output's journal that may still complete (none without a journal)."""
-    return [sub for sub in read_journal(journal_path(output)).values() if sub.may_complete]
+    try:
+        subs = read_journal(journal_path(output))
+    except OSError:  # an output folder that is not one: preflight says so, in one line
+        return []
+    return [sub for sub in subs.values() if sub.may_complete]
 
 
 class Journal:
