@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import prompts, run_cli, write_jsonl
 
 from batchrun.config import load_config
 from batchrun.estimate import estimate, price_book
 from batchrun.pricing import Price, PriceBook
-from tests.conftest import prompts, run_cli, write_jsonl
 
 
 def test_batch_price_from_the_batch_entry_the_job_or_half_of_openai() -> None:

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import batchrun_cmd, cli_env, prompts, read_jsonl, run_cli, write_jsonl
 
 from batchrun.batch.journal import journal_path, read_journal
 from batchrun.sim import SimServer
-from tests.conftest import batchrun_cmd, cli_env, prompts, read_jsonl, run_cli, write_jsonl
 
 FAST: dict[str, Any] = {
     "batch_validating_s": 0.05, "batch_processing_s": 0.6, "batch_visibility_s": 0.2,
