@@ -454,3 +454,15 @@ def test_sync_mode_is_refused_while_batches_may_complete(
     assert sync.returncode == 2, sync.stderr
     assert "--mode batch to collect them first" in sync.stderr and "Traceback" not in sync.stderr
     assert _get(sim.root_url + "/_sim/ledger")["counts"]["requests"] == 0  # no chat request was sent
+
+
+def test_openai_expired_batch_resubmits_what_never_ran(tmp_path: Path, sim_factory: Callable[..., SimServer]) -> None:
+    sim = sim_factory(dialect="openai", **FAST)
+    rows = prompts(8)
+    rows[3]["prompt"] += " [[sim:expire*1]]"
+    job = batch_job(tmp_path, sim, rows, openai=True)
+    done = run_batch(job)
+    assert done.returncode == 0, done.stderr
+    results = assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(8)})
+    assert [b["status"] for b in sim_batches(sim)] == ["expired", "completed"]
+    assert all(r["attempts"] == 1 for r in results)

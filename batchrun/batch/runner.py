@@ -479,7 +479,9 @@ class BatchRunner:
         journal, client = self._journal, self._client
         assert journal is not None and client is not None
         interval = self.config.poll_interval_s
-        deadline = sub.t0 + RECOVERY_POLLS * interval
+        # At least one poll interval of looking, even long after t0: a list answer cached (10 s on
+        # OpenRouter) from before the batch showed could otherwise be the only one read.
+        deadline = max(sub.t0 + RECOVERY_POLLS * interval, time.time() + interval)
         claimed = {s.batch_id for s in journal.submissions.values() if s.batch_id and s is not sub}
         while True:
             found: list[BatchInfo] = []
