@@ -28,6 +28,14 @@ try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,unused-ignore]
+try:  # click >= 8.2 raises it for a bare command with no_args_is_help; older ones print the help
+    from typer._click.exceptions import NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    try:
+        from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef,unused-ignore]
+    except ImportError:
+        class NoArgsIsHelpError(UsageError):  # type: ignore[no-redef]
+            """Never raised by this click: a stand-in so ``main`` can name it."""
 
 app = typer.Typer(
     add_completion=False,
@@ -36,6 +44,26 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Run large prompt sets against OpenAI-compatible chat APIs: rate-limited, resumable, exactly once.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"batchrun {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print batchrun's version and exit."),
+) -> None:
+    """Run large prompt sets against OpenAI-compatible chat APIs: rate-limited, resumable, exactly once."""
+
+
+_SYSTEM_HELP = "System prompt for lines that have none (as system = in a job file; not for OpenAI batch lines)."
+_TEMPLATE_HELP = "Prompt template filled from each row's fields, e.g. 'Label: {text}' (as template = in a job file)."
+_RPM_HELP = "Requests per minute ceiling; 0: none, clearing the job file's [default: none; adapts to 429s]."
+_TPM_HELP = "Tokens per minute ceiling (prompt estimate + max_tokens); 0: none, clearing the job file's."
 
 
 def _say(message: str) -> None:
@@ -123,8 +151,8 @@ def run(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."),
     sim: bool = typer.Option(False, "--sim", help="Run against the built-in OpenRouter simulator on loopback (no key, no cost)."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the key [default: OPENROUTER_API_KEY, sent to OpenRouter only]."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling [default: none; adapts to 429s]."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling (prompt estimate + max_tokens)."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help=_RPM_HELP),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help=_TPM_HELP),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
     max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help=f"Attempts per line, the first included [default: {DEFAULT_MAX_ATTEMPTS}]."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT_S:g}]."),
@@ -139,6 +167,8 @@ def run(
     mode: Optional[str] = typer.Option(None, "--mode", help="sync (one request at a time) or batch (the provider's Batch API: about half price, minutes to hours) [default: sync]."),
     poll_interval: Optional[float] = typer.Option(None, "--poll-interval", help="Batch mode: seconds between polls of an open batch, jittered [default: 60]."),
     purge: bool = typer.Option(False, "--purge", help="Batch mode: delete each batch at the provider once its records are written."),
+    system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
+    template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
@@ -154,6 +184,7 @@ def run(
         "force": force or None, "params": _parse_params(param), "log_path": log,
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
         "mode": mode, "poll_interval_s": poll_interval, "purge": purge or None,
+        "system": system, "template": template,
     }
     config = load_config(target, overrides)
     display = _Display(progress=not no_progress)
@@ -227,14 +258,16 @@ def estimate(
     target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="The server whose prices --fetch-prices asks for (as for run)."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute ceiling."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute ceiling."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help=_RPM_HELP),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help=_TPM_HELP),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N lines, as run --limit would."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The run's results file (ids it already has are not counted)."),
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value, as for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
     fetch_prices: bool = typer.Option(False, "--fetch-prices", help="Ask the server's GET /models for prices now (the one network call); otherwise the list the last run cached is used."),
+    system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
+    template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
 ) -> None:
     """A dry run: requests, input tokens, worst-case output tokens, cost range and duration.
 
@@ -246,6 +279,7 @@ def estimate(
     overrides: dict[str, Any] = {
         "output": output, "model": model, "rpm": rpm, "tpm": tpm, "concurrency": concurrency,
         "limit": limit, "params": _parse_params(param), "base_url": base_url,
+        "system": system, "template": template,
     }
     config = load_config(target, overrides)
     result = estimate_job(config, price_book(config, fetch=fetch_prices))
@@ -385,6 +419,9 @@ def main() -> None:
     try:
         code = command.main(args=_watch_value_optional(sys.argv[1:]), prog_name="batchrun", standalone_mode=False)
     except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except NoArgsIsHelpError as exc:  # bare `batchrun`: the help, as click prints it, and exit 2
+        exc.show()
         sys.exit(exc.exit_code)
     except UsageError as exc:
         hint = f" (see: batchrun {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.info_name != "batchrun" else " (see: batchrun --help)"

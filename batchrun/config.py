@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchrun.errors import ConfigError
+from batchrun.inputs import check_text
 from batchrun.pricing import Price
 
 if sys.version_info >= (3, 11):
@@ -226,6 +227,82 @@ def _read_job(path: Path) -> dict[str, Any]:
     return job
 
 
+def _sim_options(table: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    """The job's [sim] table, checked now by the simulator's own parser and SimConfig (one line).
+
+    Each key is one of the simulator's flags (``python -m batchrun.sim --help``) without its
+    dashes: ``latency = 0.05``, ``fault = ["429=0.02"]``, ``no_cost = true``. ``faults = [...]``
+    is read as ``fault``, and ``faults = {"429" = 0.02}`` as the same list. The flags checked are
+    the ones a run starts the simulator with, so what passes here starts.
+    """
+    if not table:
+        return {}
+    options = dict(table)
+    faults = options.pop("faults", None)
+    if isinstance(faults, dict):
+        faults = [f"{kind}={rate}" for kind, rate in faults.items()]
+    if faults is not None:
+        given = options.get("fault", [])
+        options["fault"] = [*(given if isinstance(given, list) else [given]),
+                            *(faults if isinstance(faults, list) else [faults])]
+    problem = _sim_problem(options)
+    if problem:
+        raise ConfigError(f"[sim] in {where}: {problem}")
+    return options
+
+
+def _sim_problem(options: Mapping[str, Any]) -> str | None:
+    """What the simulator would refuse in these options, in the job file's words, or None."""
+    import argparse
+    import contextlib
+    import io
+
+    from batchrun.engine.preflight import sim_args  # loaded only for a job with a [sim] table
+    from batchrun.sim.__main__ import config_from_args, parser
+
+    sim_parser = parser()
+    sim_parser.exit_on_error = False
+    actions = {
+        option[2:].replace("-", "_"): action
+        for action in sim_parser._actions for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    for key, value in options.items():
+        action = actions.get(key.replace("-", "_"))
+        if action is None:
+            return f"unknown key {key!r} (known: {', '.join(sorted(actions))})"
+        if action.nargs == 0 and not isinstance(value, bool):
+            return f"{key} must be true or false, got {value!r}"
+        values = value if isinstance(value, list) else [value]
+        if action.nargs != 0 and not all(isinstance(v, (str, int, float)) for v in values):
+            return f"{key} must be a string, a number or a list of them, got {value!r}"
+        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+            return f"{key} takes one value, got a list"
+    args = sim_args(options)
+    try:
+        sim_parser.parse_known_args(args)
+    except argparse.ArgumentError as exc:
+        return str(exc).replace("argument --", "")
+    # SimConfig and the fault parsers say the rest (p.error: one line on stderr, then exit 2).
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            config_from_args(args)
+    except SystemExit:
+        message = said.getvalue().strip().splitlines()[-1].partition(": error: ")[2]
+        for name, key in _SIM_CONFIG_NAMES:
+            message = message.replace(name, key)  # the job file's names, not SimConfig's
+        return message or "the simulator refuses these options"
+    return None
+
+
+# SimConfig fields named in its messages -> the [sim] keys that set them (longest name first).
+_SIM_CONFIG_NAMES = (
+    ("latency_jitter_s", "jitter"), ("rate_window_s", "rate_window"),
+    ("retry_after_s", "retry_after"), ("latency_s", "latency"), ("hang_s", "hang"),
+)
+
+
 _PRICE_KEYS = frozenset({
     "prompt_per_m", "completion_per_m", "cached_per_m", "cache_write_per_m", "reasoning_per_m",
     "request_usd",
@@ -286,7 +363,7 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["params"] = dict(job.get("params", {}))
         values["headers"] = {str(k): str(v) for k, v in job.get("headers", {}).items()}
         values["pricing"] = _pricing(job.get("pricing", {}), str(target))
-        values["sim"] = dict(job.get("sim", {}))
+        values["sim"] = _sim_options(job.get("sim", {}), target)
         if "schema" in job:
             if not isinstance(job["schema"], dict):
                 raise ConfigError(f"schema in {target} must be a table (a JSON Schema)")
@@ -308,10 +385,22 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
     if extra_params:
         values["params"] = {**values.get("params", {}), **extra_params}
     values.update(overrides)
+    for name in ("rpm", "tpm"):
+        # 0 is "no ceiling": how a flag clears the job file's [limits] (None means "not given").
+        if values.get(name) == 0 and not isinstance(values.get(name), bool):
+            values[name] = None
     if "output" in overrides:
         values["output"] = Path(overrides["output"]).absolute()
     if "output" not in values:
         values["output"] = _default_output(Path(values["input"]))
+    if Path(values["input"]).is_file():
+        # A binary file is refused now, before a run makes its output files, not read as lines.
+        check_text(Path(values["input"]))
+    if Path(values["output"]).is_dir():
+        raise ConfigError(
+            f"the output {values['output']} is a folder: give the results file's name, "
+            f"e.g. -o {Path(values['output']) / 'results.jsonl'}"
+        )
     known = {f.name for f in fields(JobConfig)}
     try:
         return JobConfig(**{k: v for k, v in values.items() if k in known})

@@ -50,6 +50,7 @@ INPUT_ERROR = 0.20  # how far the 4-characters-per-token rule can be off, either
 EXPECTED_OUTPUT_SHARE = 0.5  # of max_tokens, for the expected cost
 ASSUMED_UNBOUNDED_OUTPUT = 256  # output tokens expected of a request with no max_tokens
 ASSUMED_LATENCY_S = 1.0  # per request, for the duration at a concurrency cap
+_MAX_REASONS = 1000  # distinct invalid-line messages counted; the most common is printed
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Estimate:
     lines_read: int = 0
     requests: int = 0
     invalid_lines: int = 0
+    invalid_reasons: Counter[str] = field(default_factory=Counter)  # message -> lines (capped)
     already_done: int = 0
     input_tokens: int = 0
     output_tokens_worst: int = 0  # sum of max_tokens over requests that have one
@@ -114,6 +116,7 @@ class Estimate:
             "lines_read": self.lines_read,
             "requests": self.requests,
             "invalid_lines": self.invalid_lines,
+            "invalid_reason": self._top_reason(),
             "already_done": self.already_done,
             "input_tokens_est": self.input_tokens,
             "output_tokens_worst": self.output_tokens_worst,
@@ -149,6 +152,10 @@ class Estimate:
         models = ", ".join(f"{m} ({n:,})" for m, n in self.models.most_common()) or self.model
         out = [f"input {self.input}: {self.lines_read:,} lines read, model {models}"]
         requests = f"requests {self.requests:,}  invalid lines {self.invalid_lines:,}"
+        top = self._top_reason()
+        if top is not None:
+            share = "" if top["lines"] == self.invalid_lines else f" ({top['lines']:,} of them)"
+            requests += f": {top['reason']}{share}"
         if self.already_done:
             requests += f"  already done {self.already_done:,} (not sent again)"
         out.append(requests)
@@ -201,6 +208,12 @@ class Estimate:
         if priced:
             text += "; batch prices from " + "; ".join(priced)
         return text + "; results in minutes to hours"
+    def _top_reason(self) -> dict[str, Any] | None:
+        """The most common reason lines are invalid, with how many lines give it."""
+        if not self.invalid_reasons:
+            return None
+        reason, lines = self.invalid_reasons.most_common(1)[0]
+        return {"reason": reason, "lines": lines}
 
     def _duration_line(self) -> str:
         durations = self.durations_s()
@@ -247,6 +260,10 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
                 continue
             if isinstance(item, InvalidLine):
                 result.invalid_lines += 1
+                reasons = result.invalid_reasons
+                # Capped: reasons that name an id or a column (duplicates, bad JSON) are all different.
+                if item.message in reasons or len(reasons) < _MAX_REASONS:
+                    reasons[item.message] += 1
                 continue
             result.requests += 1
             result.models[item.model] += 1

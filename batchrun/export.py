@@ -24,14 +24,16 @@ import orjson
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
 from batchrun.idset import IdSet
-from batchrun.inputs import TableRow, iter_lines, open_input
+from batchrun.inputs import TableRow, is_table, iter_lines, open_input
 from batchrun.schema import reply_text
-from batchrun.status import final_records
+from batchrun.status import check_results_file, final_records
 
 __all__ = ["ExportResult", "export"]
 
 Format = Literal["csv", "jsonl"]
-_LABEL_COLUMNS = ("status", "output", "error", "cost_usd", "model")
+_LABEL_COLUMNS = (
+    "status", "output", "error", "prompt_tokens", "completion_tokens", "cost_usd", "model",
+)
 _NOT_RUN = "not_run"
 
 
@@ -58,12 +60,16 @@ def export(
     """Join the results in ``output`` with their input rows and write them to ``destination``.
 
     ``destination`` defaults to ``<stem>.export.csv`` (or ``.jsonl``) beside the output; it is
-    replaced atomically. CSV: the input columns, then status, output, error, cost_usd, model,
-    then one column per key of the parsed objects (a name already taken gets ``output.`` before
-    it). JSONL: ``{"custom_id", "line", "input": {...}, "status", "output", "parsed", ...}``.
+    replaced atomically. CSV, for a spreadsheet: ``id`` (the id the run gave the line), the input's
+    data columns (a CSV's columns, a template row's fields; not the request of a chat, prompt or
+    batch line), ``metadata.<key>`` per key of the kept metadata, then status, output, one column
+    per key of the parsed objects, error, prompt_tokens, completion_tokens, cost_usd (a plain
+    decimal) and model; a name already taken gets ``output.`` before it. JSONL, complete:
+    ``{"custom_id", "line", "input": {every field}, "status", "output", "parsed", ..., "metadata"}``.
     """
     if fmt not in ("csv", "jsonl"):
         raise ConfigError(f"--format must be csv or jsonl, got {fmt!r}")
+    check_results_file(output)
     paths = output_paths(output)
     source = input_path or _manifest_input(paths["manifest"], output)
     parse_json = _asks_for_json(paths["manifest"])
@@ -73,9 +79,8 @@ def export(
         destination = output.parent / f"{stem}.export.{fmt}"
     rows = _joined(source, labels, input_order)
     if fmt == "csv":
-        columns = _input_columns(source)
-        rename = _parsed_columns(parsed_keys, columns)
-        count, not_run = _write_atomic(destination, lambda f: _write_csv(f, rows, columns, rename))
+        columns = _Columns(source, labels, parsed_keys)
+        count, not_run = _write_atomic(destination, lambda f: _write_csv(f, rows, columns))
     else:
         count, not_run = _write_atomic(destination, lambda f: _write_jsonl(f, rows))
     return ExportResult(destination, count, not_run)
@@ -147,8 +152,11 @@ def _label(record: dict[str, Any], parse_json: bool) -> dict[str, Any]:
         "output": text,
         "parsed": parsed,
         "error": error.get("message") if isinstance(error, dict) else None,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
         "cost_usd": cost,
         "model": record.get("model"),
+        "metadata": record.get("metadata"),
     }
 
 
@@ -193,7 +201,7 @@ def _joined(
 ) -> Iterator[tuple[str, int | None, dict[str, Any], dict[str, Any]]]:
     if input_order:
         for line, custom_id, fields in _input_rows(source):
-            yield custom_id, line, fields, labels.get(custom_id) or _not_run(custom_id)
+            yield custom_id, line, fields, labels.get(custom_id) or _not_run(custom_id, fields)
         return
     inputs: dict[str, tuple[int | None, dict[str, Any]]] = {}
     for line, custom_id, fields in _input_rows(source):
@@ -204,38 +212,106 @@ def _joined(
         yield custom_id, at, row, label
 
 
-def _not_run(custom_id: str) -> dict[str, Any]:
+def _not_run(custom_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     return {"custom_id": custom_id, "status": _NOT_RUN, "output": None, "parsed": None,
-            "error": None, "cost_usd": None, "model": None}
+            "error": None, "prompt_tokens": None, "completion_tokens": None, "cost_usd": None,
+            "model": None, "metadata": fields.get("metadata")}
 
 
-def _input_columns(source: Path) -> list[str]:
-    columns: dict[str, None] = {}
-    for _, _, fields in _input_rows(source):
-        columns.update(dict.fromkeys(fields))
-    return list(columns)
+# Keys of a JSONL line that make it a request (its shape), not a row of data: such a line's fields
+# are request parameters, kept complete in the JSONL export, not spreadsheet columns.
+_REQUEST_KEYS = ("messages", "prompt", "body")
+_ID_FIELDS = ("custom_id", "id")
 
 
-def _parsed_columns(parsed_keys: dict[str, None], input_columns: list[str]) -> dict[str, str]:
-    taken = set(input_columns) | set(_LABEL_COLUMNS)
-    return {key: f"output.{key}" if key in taken else key for key in parsed_keys}
+def _data_fields(fields: dict[str, Any], table: bool) -> dict[str, Any]:
+    """The fields of an input row that are data (CSV columns; a template row's fields), not the
+    request, the id or the metadata (which get columns of their own)."""
+    if not table and any(key in fields for key in _REQUEST_KEYS):
+        return {}
+    return {k: v for k, v in fields.items() if k not in _ID_FIELDS and (table or k != "metadata")}
+
+
+class _Columns:
+    """The CSV's columns: id, the input's data, metadata.*, the labels, the parsed keys, usage."""
+
+    def __init__(self, source: Path, labels: dict[str, dict[str, Any]], parsed_keys: dict[str, None]) -> None:
+        table = is_table(source)
+        inputs: dict[str, None] = {}  # ordered sets
+        metadata: dict[str, None] = {}
+        self.whole_metadata = False  # some metadata is not an object: it gets one JSON column
+        for _, _, fields in _input_rows(source):
+            inputs.update(dict.fromkeys(_data_fields(fields, table)))
+            self._add_metadata(None if table else fields.get("metadata"), metadata)
+        for label in labels.values():
+            self._add_metadata(label["metadata"], metadata)
+        self.table = table
+        self.inputs = list(inputs)
+        # A kept field of a table row is one of its columns already.
+        self.metadata = [key for key in metadata if key not in inputs]
+        taken = {"id", *inputs, *(f"metadata.{k}" for k in self.metadata), "metadata"}
+        self.labels = {name: f"output.{name}" if name in taken else name for name in _LABEL_COLUMNS}
+        taken |= set(self.labels.values())
+        self.parsed = {key: f"output.{key}" if key in taken else key for key in parsed_keys}
+
+    def _add_metadata(self, value: Any, keys: dict[str, None]) -> None:
+        if isinstance(value, dict):
+            keys.update(dict.fromkeys(value))
+        elif value is not None:
+            self.whole_metadata = True
+
+    def header(self) -> list[str]:
+        head = self.labels
+        return [
+            "id", *self.inputs, *(f"metadata.{k}" for k in self.metadata),
+            *(["metadata"] if self.whole_metadata else []),
+            head["status"], head["output"], *self.parsed.values(), head["error"],
+            head["prompt_tokens"], head["completion_tokens"], head["cost_usd"], head["model"],
+        ]
+
+    def row(self, custom_id: str, fields: dict[str, Any], label: dict[str, Any]) -> list[Any]:
+        data = _data_fields(fields, self.table)
+        metadata = label["metadata"]
+        parsed = label["parsed"] if isinstance(label["parsed"], dict) else {}
+        output = label["output"] if label["parsed"] is None else label["parsed"]
+        kept = metadata if isinstance(metadata, dict) else {}
+        return [
+            custom_id, *(_cell(data.get(c)) for c in self.inputs),
+            *(_cell(kept.get(k)) for k in self.metadata),
+            *([_cell(None if isinstance(metadata, dict) else metadata)] if self.whole_metadata else []),
+            _cell(label["status"]), _cell(output), *(_cell(parsed.get(k)) for k in self.parsed),
+            _cell(label["error"]), _cell(label["prompt_tokens"]), _cell(label["completion_tokens"]),
+            _decimal(label["cost_usd"]), _cell(label["model"]),
+        ]
 
 
 # -- writing --------------------------------------------------------------------------------------
 
 def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    if destination.is_dir():
+        raise ConfigError(f"{destination} is a folder: give the export's file name with -o")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    except OSError as exc:
+        raise _cannot_write(destination, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             counts = write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, destination)
+    except OSError as exc:  # the input is read through open_input, whose errors are ConfigErrors
+        Path(temp).unlink(missing_ok=True)
+        raise _cannot_write(destination, exc) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return counts
+
+
+def _cannot_write(destination: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write {destination}: {exc.strerror or exc} (choose another place with -o)")
 
 
 def _cell(value: Any) -> Any:
@@ -246,20 +322,20 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _write_csv(f: Any, rows: Any, columns: list[str], rename: dict[str, str]) -> tuple[int, int]:
-    label_names = [f"output.{c}" if c in columns else c for c in _LABEL_COLUMNS]
+def _decimal(value: Any) -> str:
+    """A cost as a spreadsheet reads it: ``0.00000405``, never ``4.05e-06``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(_cell(value))
+    text = f"{value:.10f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _write_csv(f: Any, rows: Any, columns: _Columns) -> tuple[int, int]:
     writer = csv.writer(f)
-    writer.writerow([*columns, *label_names, *rename.values()])
+    writer.writerow(columns.header())
     count = not_run = 0
-    for _, _, fields, label in rows:
-        parsed = label["parsed"] if isinstance(label["parsed"], dict) else {}
-        output = label["output"] if label["parsed"] is None else label["parsed"]
-        values = {**label, "output": output}
-        writer.writerow([
-            *(_cell(fields.get(c)) for c in columns),
-            *(_cell(values[c]) for c in _LABEL_COLUMNS),
-            *(_cell(parsed.get(k)) for k in rename),
-        ])
+    for custom_id, _, fields, label in rows:
+        writer.writerow(columns.row(custom_id, fields, label))
         count += 1
         not_run += label["status"] == _NOT_RUN
     return count, not_run

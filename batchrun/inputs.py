@@ -29,6 +29,8 @@ __all__ = [
     "InputSize",
     "TableReader",
     "TableRow",
+    "binary_data_at",
+    "check_text",
     "fingerprint",
     "is_table",
     "iter_lines",
@@ -40,7 +42,17 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # Below this size the plan line counts lines exactly; above it, it estimates from a sample so
 # that the first request is not held back by a scan that grows with the input.
 _EXACT_COUNT_BYTES = 64 * 1024 * 1024
+# A CSV is counted by its records (a quoted field may hold line ends), with the csv module, which
+# reads ~20x slower than counting line ends: exactly up to this size, from a sample above it.
+_EXACT_TABLE_BYTES = 8 * 1024 * 1024
 _BLOCK = 1024 * 1024
+# The first bytes of the input are looked at once, to refuse a binary file with one line instead
+# of one invalid_input record per "line" of it.
+_SNIFF_BYTES = 8 * 1024  # what a peek at an open file sees
+# Above this share of bytes that are not UTF-8, the file is not text (a Latin-1 file with a few
+# accented letters stays well below; its bad lines become invalid_input records naming UTF-8).
+_MOSTLY_NOT_UTF8 = 0.3
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 _TABLE_SUFFIXES = {".csv": ",", ".csv.gz": ",", ".tsv": "\t", ".tsv.gz": "\t"}
@@ -181,10 +193,38 @@ def readable(path: Path) -> Iterator[None]:
 def _open_binary(path: Path) -> BinaryIO:
     with readable(path):
         raw = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    stream: io.BufferedReader | gzip.GzipFile = raw
     if raw.peek(2)[:2] == _GZIP_MAGIC:
         raw.close()  # a GzipFile given a fileobj never closes it: let gzip own the file instead
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return raw
+        stream = gzip.open(path, "rb")  # noqa: SIM115
+    try:
+        problem = binary_data_at(stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES])
+    except (OSError, EOFError):
+        problem = None  # a damaged gzip file: reading it says so, with the reason
+    if problem is not None:
+        stream.close()
+        raise ConfigError(f"{path} is not a JSONL or CSV text file ({problem})")
+    return stream  # type: ignore[return-value]
+
+
+def check_text(path: Path) -> None:
+    """Raise a ConfigError when the input (gzip decompressed) is not a text file; read its start only."""
+    _open_binary(path).close()
+
+
+def binary_data_at(head: bytes) -> str | None:
+    """Why the first bytes of a file are not text (NUL bytes, mostly not UTF-8), or None."""
+    if head.startswith(_UTF16_BOMS):
+        return "it is UTF-16 text: save it as UTF-8"
+    nul = head.find(b"\0")
+    if nul >= 0:
+        return f"binary data at byte {nul}"
+    text = head.decode("utf-8", "surrogateescape")
+    bad = [i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"]
+    if head and len(bad) > _MOSTLY_NOT_UTF8 * len(head):
+        first = len(text[: bad[0]].encode("utf-8", "surrogateescape"))
+        return f"binary data at byte {first}"
+    return None
 
 
 def iter_lines(stream: InputStream) -> Iterator[tuple[int, bytes]]:
@@ -214,11 +254,17 @@ class InputSize:
 
 
 def measure(path: Path) -> InputSize:
-    """Count non-blank lines, exactly for small files, from a 1 MiB sample for large ones."""
+    """Count the requests' lines (a CSV's records), exactly for small files, from a sample above.
+
+    JSONL: non-blank lines. CSV/TSV: non-blank data records, read with the csv module as
+    ``TableReader`` reads them, since a quoted field may hold line ends.
+    """
     size = os.path.getsize(path)
-    header = 1 if is_table(path) else 0  # approximate for CSV: quoted fields may hold line ends
+    delimiter = _table_delimiter(path)
     with _open_binary(path) as stream:
         gz = isinstance(stream, gzip.GzipFile)
+        if delimiter is not None:
+            return _measure_table(stream, delimiter, size, gz)
         limit = _EXACT_COUNT_BYTES // (8 if gz else 1)
         if size <= limit:
             lines = text = 0
@@ -230,12 +276,72 @@ def measure(path: Path) -> InputSize:
                 lines += _non_blank(data, end)
                 carry = data[end:]
             lines += 1 if carry.strip() else 0
-            return InputSize(max(lines - header, 0), text, True)
+            return InputSize(lines, text, True)
         sample = stream.read(_BLOCK)
         consumed = stream.fileobj.tell() if gz else len(sample)  # type: ignore[attr-defined]
     sample_lines = max(_non_blank(sample, sample.rfind(b"\n") + 1), 1)
     scale = size / max(consumed, 1)
-    return InputSize(max(round(sample_lines * scale) - header, 0), round(len(sample) * scale), False)
+    return InputSize(round(sample_lines * scale), round(len(sample) * scale), False)
+
+
+class _CountingReader(io.RawIOBase):
+    """Bytes read through it are counted (the text of a table, for the plan's token estimate)."""
+
+    def __init__(self, binary: BinaryIO, limit: int | None) -> None:
+        self._binary = binary
+        self._left = limit  # None: read to the end
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer) if self._left is None else min(len(buffer), self._left)
+        data = self._binary.read(want) if want else b""
+        buffer[: len(data)] = data
+        self.count += len(data)
+        if self._left is not None:
+            self._left -= len(data)
+        return len(data)
+
+
+def _measure_table(binary: BinaryIO, delimiter: str, size: int, gz: bool) -> InputSize:
+    whole = size <= _EXACT_TABLE_BYTES // (8 if gz else 1)
+    counting = _CountingReader(binary, None if whole else _BLOCK)
+    text = io.TextIOWrapper(io.BufferedReader(counting), encoding="utf-8-sig",
+                            errors="surrogateescape", newline="")
+    records, last_cut = _count_records(text, delimiter)
+    if whole or counting.count < _BLOCK:  # the sample holds the whole file
+        return InputSize(records, counting.count, True)
+    # The sample ends anywhere: its last record is likely cut, so it is left out.
+    records -= last_cut
+    consumed = binary.fileobj.tell() if gz else counting.count  # type: ignore[attr-defined]
+    scale = size / max(consumed, 1)
+    return InputSize(max(round(records * scale), 1), round(counting.count * scale), False)
+
+
+def _count_records(text: io.TextIOBase, delimiter: str) -> tuple[int, bool]:
+    """The data rows ``TableReader.rows`` yields (header and blank rows left out), and whether the
+    last row read was one of them."""
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
+    reader = csv.reader(text, delimiter=delimiter)
+    count = 0
+    counted_last = False
+    try:
+        next(reader)  # the header
+    except (StopIteration, csv.Error):
+        return 0, False
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return count, counted_last
+        except csv.Error:  # a bad row is one invalid_input record
+            counted_last = True
+        else:
+            counted_last = any(v.strip() for v in values)
+        count += counted_last
 
 
 # A line end followed by a blank line (whitespace only): found with one attempt per line end.

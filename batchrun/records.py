@@ -215,11 +215,9 @@ class InputParser:
         return request
 
     def _body_of(self, obj: dict[str, Any]) -> dict[str, Any]:
-        own = obj  # what the line itself says, before the job's defaults
         if "body" in obj and ("url" in obj or "method" in obj):
-            body = self._batch_body(obj)
-            own = obj["body"]
-        elif "messages" in obj:
+            return self._batch_body(obj)
+        if "messages" in obj:
             body = {**self._defaults, **{k: v for k, v in obj.items() if k not in _NOT_SENT}}
         elif "prompt" in obj:
             prompt = obj["prompt"]
@@ -230,8 +228,8 @@ class InputParser:
         elif self._template is not None:
             body = {**self._defaults, "messages": [{"role": "user", "content": self._fill(obj)}]}
         else:
-            raise _Bad("no messages or prompt (and the job has no template to fill from the row)")
-        _first_of_own_models(body, own)
+            raise _Bad("no messages or prompt, and no template (template = or --template) to fill from the row")
+        _first_of_own_models(body, obj)
         _check_body(body)
         self._add_system(body)
         return body
@@ -253,8 +251,8 @@ class InputParser:
         elif self._template is not None:
             messages = [{"role": "user", "content": self._fill(row)}]
         else:
-            raise _Bad("a CSV row needs the job's template (template = \"... {column} ...\") "
-                       "or a prompt column")
+            raise _Bad("rows need a template (--template, or template = \"... {column} ...\" in the "
+                       "job file) or a prompt column")
         body = {**self._defaults, "messages": messages}
         _check_body(body)
         self._add_system(body)
@@ -267,6 +265,13 @@ class InputParser:
             body["messages"] = [{"role": "system", "content": self._system}, *body["messages"]]
 
     def _batch_body(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """An OpenAI Batch API line's body, sent as written: no job system prompt or [params].
+
+        Such a file is a finished request set (written for OpenAI's Batch API or ``vllm run-batch``)
+        and must mean here what it means there, so the job adds nothing to it, except a ``model``
+        when the body names none (and lists no ``models``): no server answers without one, and the
+        job's model (--model) is the one the user asked for.
+        """
         method = obj.get("method", "POST")
         url = obj.get("url", "/v1/chat/completions")
         if not isinstance(method, str) or method.upper() != "POST":
@@ -278,7 +283,12 @@ class InputParser:
             raise _Bad(f"body must be a JSON object, got {_json_type(body)}")
         if "messages" not in body:
             raise _Bad("body has no messages")
-        return {**self._defaults, **body}
+        body = dict(body)
+        if "model" not in body:
+            body["model"] = self._defaults["model"]
+            _first_of_own_models(body, obj["body"])
+        _check_body(body)
+        return body
 
     def _fill(self, row: dict[str, Any]) -> str:
         assert self._template is not None

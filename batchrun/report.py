@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from batchrun.errors import ConfigError
 from batchrun.status import JobStatus, final_records, job_status, parse_stamp
 from batchrun.summary import percentile
 
@@ -86,7 +87,12 @@ def write_report(output: Path, destination: Path | None = None) -> Path:
     if destination is None:
         name = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
         destination = output.with_name(f"{name}.report.html")
-    destination.write_text(page, encoding="utf-8")
+    try:
+        destination.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the report {destination}: {exc.strerror or exc} (choose another place with -o)"
+        ) from None
     return destination
 
 
@@ -415,22 +421,51 @@ def _histogram(values: list[float] | list[int], color: str, *, x_label: str, wid
             f'height="{frame.sy(0) - y:.1f}" fill="{color}" fill-opacity="0.85">'
             f"<title>{_e(_num(edges[i], False))}–{_e(_num(edges[i + 1], False))}: {n}</title></rect>"
         )
-    for index, (name, value) in enumerate(marks or []):
-        if value is None:
-            continue
-        x = frame.sx(min(max(value, edges[0]), edges[-1]))
+    placed = [(name, value, frame.sx(min(max(value, edges[0]), edges[-1])))
+              for name, value in marks or [] if value is not None]
+    for _, _, x in placed:
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top}" y2="{frame.bottom}" '
                      f'stroke="{_INK}" stroke-dasharray="4 3" stroke-width="1.2"/>')
-        right_side = x < frame.right - 90
-        parts.append(f'<text x="{x + 3 if right_side else x - 3:.1f}" y="{frame.top + 12 + 13 * index}" '
-                     f'text-anchor="{"start" if right_side else "end"}" '
-                     f'style="fill:{_INK};font-weight:600">{_e(name)} {_e(_secs(value))}</text>')
+    parts.extend(_mark_labels(placed, frame))
     if not marks:
         mean = sum(values) / len(values)
         parts.append(f'<text x="{frame.right}" y="13" text-anchor="end">'
                      f"mean {mean:,.1f} · max {values[-1]:,.0f}</text>")
     body = "".join(parts)
     return _svg(body, width=width) if wrap else body
+
+
+# Mark labels: 11 px bold; a character is at most ~7 px wide, a row 15 px high.
+_LABEL_CHAR_W, _LABEL_ROW_H = 7.0, 15
+
+
+def _mark_labels(placed: list[tuple[str, float, float]], frame: _Frame) -> list[str]:
+    """Labels for the dashed marks (p50, p95, p99) that never overlap one another.
+
+    Each label goes right of its line (left near the right edge), in the first row where it
+    overlaps no label already placed: close marks stack their labels instead of printing them
+    over each other. A white halo keeps a line that crosses a label from hiding its text.
+    """
+    rows: list[list[tuple[float, float]]] = []
+    out = []
+    for name, value, x in placed:
+        text = f"{name} {_secs(value)}"
+        width = len(text) * _LABEL_CHAR_W
+        right_side = x + 3 + width <= frame.right
+        start = x + 3 if right_side else x - 3 - width
+        span = (start - 2, start + width + 2)
+        row = next((i for i, taken in enumerate(rows)
+                    if all(span[1] <= a or b <= span[0] for a, b in taken)), len(rows))
+        if row == len(rows):
+            rows.append([])
+        rows[row].append(span)
+        at = (f'x="{x + 3 if right_side else x - 3:.1f}" y="{frame.top + 12 + _LABEL_ROW_H * row}" '
+              f'text-anchor="{"start" if right_side else "end"}"')
+        # The halo is a white-stroked copy drawn first (paint-order is not read everywhere).
+        out.append(f'<text {at} style="fill:#fff;stroke:#fff;stroke-width:3;font-weight:600;'
+                   f'font-size:11px">{_e(text)}</text>')
+        out.append(f'<text {at} style="fill:{_INK};font-weight:600;font-size:11px">{_e(text)}</text>')
+    return out
 
 
 def _legend(items: list[tuple[str, str]]) -> str:

@@ -19,7 +19,7 @@ from batchrun.errors import BatchrunError, ConfigError
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import read_records
 from batchrun.records import InputParser, InvalidLine
-from batchrun.status import read_manifest
+from batchrun.status import check_results_file, read_manifest
 
 __all__ = ["IdNotFound", "Shown", "find_request", "show"]
 
@@ -58,7 +58,7 @@ class Shown:
             f"status {state}  attempts {record.get('attempts')}  latency {_seconds(record.get('latency_s'))}"
             f"  finished {record.get('finished_at')}"
         )
-        out.append(f"model {record.get('model')}  provider {record.get('provider')}")
+        out.append(f"model {record.get('model') or 'unknown'}  provider {record.get('provider') or 'unknown'}")
         usage = record.get("usage") if isinstance(record.get("usage"), dict) else None
         if usage:
             cost = usage.get("cost_usd")
@@ -94,8 +94,7 @@ class Shown:
 def show(output: Path, custom_id: str) -> Shown:
     """The final record of ``custom_id`` in ``output`` and the request it was sent as."""
     paths = output_paths(output)
-    if not paths["results"].exists() and not paths["errors"].exists():
-        raise ConfigError(f"no output at {output}: give the results file of a job (-o of batchrun run)")
+    check_results_file(output)
     found: tuple[dict[str, Any], str] | None = None
     for source in ("results", "errors"):
         for _, record in read_records(paths[source]):

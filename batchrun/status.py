@@ -22,7 +22,7 @@ import orjson
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
 from batchrun.idset import IdSet
-from batchrun.inputs import measure
+from batchrun.inputs import is_table, measure
 from batchrun.ledger import last_error_lines, read_records
 from batchrun.summary import Summary
 
@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - Windows: whether a run is active is un
 __all__ = [
     "JobStatus",
     "batch_lines",
+    "check_results_file",
     "final_records",
     "job_batches",
     "job_status",
@@ -46,6 +47,60 @@ __all__ = [
 RATE_WINDOW_S = 60
 
 
+_GIVE_RESULTS = "give the results file of a run (-o of batchrun run)"
+
+
+def check_results_file(output: Path) -> None:
+    """Raise a ConfigError saying what ``output`` is when it is not the results file of a run.
+
+    A results file has its manifest beside it, or records that carry ``custom_id``, ``response``
+    and ``error`` (OpenAI's batch output lines too, which have no manifest); its first record is
+    enough to tell. A missing results file is fine when the errors file exists (all ids failed).
+    """
+    paths = output_paths(output)
+    if output.is_dir():
+        found = sorted(p.name[: -len(".manifest.json")] + ".jsonl" for p in output.glob("*.manifest.json"))
+        hint = f", e.g. {output / found[0]}" if found else ""
+        raise ConfigError(f"{output} is a folder, not a results file: {_GIVE_RESULTS}{hint}")
+    if not paths["results"].exists() and not paths["errors"].exists():
+        raise ConfigError(f"no output at {output}: {_GIVE_RESULTS}")
+    if paths["manifest"].exists():
+        return
+    if is_table(output):
+        raise ConfigError(f"{output} looks like an input file (a table of rows, not results): {_GIVE_RESULTS}")
+    for key in ("results", "errors"):
+        first = _first_record(paths[key])
+        if first is _NOTHING:
+            continue
+        if isinstance(first, dict) and "custom_id" in first and "response" in first and "error" in first:
+            return
+        if isinstance(first, dict):
+            raise ConfigError(
+                f"{paths[key]} looks like an input file (its lines are requests, not results): {_GIVE_RESULTS}"
+            )
+        raise ConfigError(f"{paths[key]} is not a results file (its first line is not a record): {_GIVE_RESULTS}")
+
+
+_NOTHING = object()
+
+
+def _first_record(path: Path) -> Any:
+    """The first non-blank line of ``path`` parsed as JSON (None if it is not JSON), or _NOTHING."""
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        return orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        return None
+    except FileNotFoundError:
+        return _NOTHING
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _NOTHING
+
+
 def final_records(output: Path) -> Iterator[dict[str, Any]]:
     """Yield each id's final record: every results line, then the last errors line of ids without one.
 
@@ -53,8 +108,7 @@ def final_records(output: Path) -> Iterator[dict[str, Any]]:
     twice (once to find each id's last line, once to yield those lines) instead of being held.
     """
     paths = output_paths(output)
-    if not paths["results"].exists() and not paths["errors"].exists():
-        raise ConfigError(f"no output at {output}: give the results file of a job (-o of batchrun run)")
+    check_results_file(output)
     done = IdSet()
     for _, record in read_records(paths["results"]):
         if isinstance(record, dict):

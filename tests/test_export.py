@@ -98,10 +98,10 @@ def test_default_order_and_jsonl_and_parsed_objects(tmp_path: Path, sim) -> None
 
     table = read_csv(export(tmp_path / "out.jsonl").path)
     assert len(table) == 12
-    assert list(table[0]) == ["id", "text", "metadata", "status", "output", "error", "cost_usd",
-                              "model", "label", "confidence"]
+    assert list(table[0]) == ["id", "text", "metadata.stars", "status", "output", "label", "confidence",
+                              "error", "prompt_tokens", "completion_tokens", "cost_usd", "model"]
     assert all(r["label"] in LABELS for r in table)
-    assert json.loads(table[0]["metadata"]) == {"stars": int(table[0]["id"][1:]) % 5}
+    assert table[0]["metadata.stars"] == str(int(table[0]["id"][1:]) % 5)
     assert json.loads(table[0]["output"])["label"] == table[0]["label"]
 
 
@@ -115,8 +115,8 @@ def test_a_parsed_key_that_collides_with_an_input_column_is_prefixed(tmp_path: P
     (tmp_path / "out.manifest.json").write_text(json.dumps({"input": {"path": str(source)}}))
     table = read_csv(export(results).path)
     assert table == [{"id": "a", "label": "gold", "status": "ok", "output": '{"label":"bug","status":"x"}',
-                      "error": "", "cost_usd": "0.5", "model": "m", "output.label": "bug",
-                      "output.status": "x"}]
+                      "output.label": "bug", "output.status": "x", "error": "", "prompt_tokens": "",
+                      "completion_tokens": "", "cost_usd": "0.5", "model": "m"}]
 
 
 @pytest.mark.parametrize(("setup", "message"), [
@@ -134,3 +134,54 @@ def test_export_cli_error_is_one_line(tmp_path: Path) -> None:
     done: subprocess.CompletedProcess[str] = run_cli("export", tmp_path / "nothing.jsonl")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "error:" in done.stderr
+
+
+def test_csv_export_of_every_input_shape_is_one_sheet_a_spreadsheet_reads(tmp_path: Path, sim) -> None:
+    # The issue's complaints: custom_id lines got an empty id column, every request key (prompt,
+    # messages, body, url...) became a column, metadata was one JSON blob, costs read 4.05e-06.
+    user = [{"role": "user", "content": "Say hi."}]
+    lines = [
+        {"custom_id": "batch-1", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "openai/gpt-4o-mini", "max_tokens": 8, "messages": user},
+         "metadata": {"row": 1, "team": "a"}},
+        {"custom_id": "chat-2", "messages": user, "temperature": 0, "metadata": {"row": 2}},
+        {"id": "prompt-3", "prompt": "Say hello.", "max_tokens": 8, "metadata": {"row": 3, "team": "b"}},
+        {"custom_id": "row-4", "text": "great phone", "metadata": {"row": 4}},
+    ]
+    source = write_jsonl(tmp_path / "mixed.jsonl", lines)
+    job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\ntemplate = "Label: {{text}}"')
+    assert run_job(job).exit_code == 0
+
+    done = run_cli("export", tmp_path / "out.jsonl", "--input-order", "-o", tmp_path / "sheet.csv")
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(tmp_path / "sheet.csv")
+    assert list(rows[0]) == ["id", "text", "metadata.row", "metadata.team", "status", "output", "error",
+                             "prompt_tokens", "completion_tokens", "cost_usd", "model"]
+    assert [r["id"] for r in rows] == ["batch-1", "chat-2", "prompt-3", "row-4"]
+    assert [r["metadata.row"] for r in rows] == ["1", "2", "3", "4"]
+    assert [r["metadata.team"] for r in rows] == ["a", "", "b", ""]
+    assert [r["text"] for r in rows] == ["", "", "", "great phone"]
+    records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    for row in rows:
+        record = records[row["id"]]
+        assert row["status"] == "ok" and row["output"]
+        assert int(row["prompt_tokens"]) == record["usage"]["prompt_tokens"] > 0
+        assert int(row["completion_tokens"]) == record["usage"]["completion_tokens"]
+        assert "e" not in row["cost_usd"].lower() and row["cost_usd"].startswith("0.")
+        assert abs(float(row["cost_usd"]) - record["billed_usd"]) < 1e-10
+
+    # The JSONL export stays complete: every input field, the metadata and the usage.
+    full = read_jsonl(export(tmp_path / "out.jsonl", fmt="jsonl", input_order=True).path)
+    assert [r["input"] for r in full] == lines
+    assert [r["metadata"] for r in full] == [line["metadata"] for line in lines]
+    assert all(r["prompt_tokens"] > 0 for r in full)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (4.049999999999999e-06, "0.00000405"), (0.0, "0"), (0, "0"), (1.5, "1.5"), (2e-11, "0"),
+    (0.0000129, "0.0000129"), (None, ""),
+])
+def test_costs_are_plain_decimals(value: Any, text: str) -> None:
+    from batchrun.export import _decimal
+
+    assert _decimal(value) == text

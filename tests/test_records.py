@@ -48,13 +48,19 @@ def sent(request: Request) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("options", "obj", "custom_id", "body"),
     [
-        pytest.param(
-            {"params": {"max_tokens": 16}},
+        pytest.param(  # sent as written: the job's params and system prompt are not merged in
+            {"params": {"max_tokens": 16, "temperature": 1}, "system": "Be brief."},
             {"custom_id": "a1", "method": "POST", "url": "/v1/chat/completions",
              "body": {"model": "openai/gpt-4o-mini", "messages": USER_HI, "temperature": 0}},
             "a1",
-            {"model": "openai/gpt-4o-mini", "max_tokens": 16, "messages": USER_HI, "temperature": 0},
+            {"model": "openai/gpt-4o-mini", "messages": USER_HI, "temperature": 0},
             id="openai-batch-line",
+        ),
+        pytest.param(  # only a missing model is filled in, from the job's
+            {"params": {"max_tokens": 16}, "system": "Be brief."},
+            {"custom_id": "a1", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"messages": USER_HI}},
+            "a1", {"model": MODEL, "messages": USER_HI}, id="openai-batch-line-without-model",
         ),
         pytest.param(
             {},
@@ -186,14 +192,18 @@ def test_skip_ids_return_none_and_still_count_as_seen() -> None:
         ({"prompt": "x", "model": "openai/gpt-4o", "max_tokens": 99},
          {"model": "openai/gpt-4o", "max_tokens": 99, "temperature": 0}),
         ({"messages": USER_HI, "max_tokens": 1}, {"model": MODEL, "max_tokens": 1, "temperature": 0}),
-        ({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions",
-          "body": {"model": "openai/gpt-4o-mini", "messages": USER_HI, "temperature": 1}},
-         {"model": "openai/gpt-4o-mini", "max_tokens": 16, "temperature": 1}),
     ],
 )
 def test_job_defaults_fill_what_the_line_leaves_out(obj: dict[str, Any], expected: dict[str, Any]) -> None:
     body = sent(parse_ok(parser(params={"max_tokens": 16, "temperature": 0}), line(obj)))
     assert {k: body[k] for k in expected} == expected
+
+
+def test_an_openai_batch_line_is_sent_as_written() -> None:
+    obj = {"custom_id": "b", "method": "POST", "url": "/v1/chat/completions",
+           "body": {"model": "openai/gpt-4o-mini", "messages": USER_HI, "temperature": 1}}
+    p = parser(params={"max_tokens": 16, "temperature": 0}, system="S", template="{text}")
+    assert sent(parse_ok(p, line(obj))) == obj["body"]
 
 
 @pytest.mark.parametrize(
@@ -218,10 +228,10 @@ def test_system_prompt_prepended_only_when_there_is_none(
     [
         {"id": "a", "prompt": "x"},
         {"id": "a", "text": "x"},
-        {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": USER_HI}},
+        {"id": "a", "messages": USER_HI},
     ],
 )
-def test_system_prompt_in_every_shape(obj: dict[str, Any]) -> None:
+def test_system_prompt_in_every_shape_but_batch_lines(obj: dict[str, Any]) -> None:
     body = sent(parse_ok(parser(system="S", template="{text}"), line(obj)))
     assert body["messages"][0] == {"role": "system", "content": "S"}
     assert len(body["messages"]) == 2
@@ -324,7 +334,7 @@ def test_without_a_budget_max_tokens_is_optional() -> None:
         pytest.param(b"null", "expected a JSON object, got null", "line-9", id="null"),
         pytest.param(b"true", "expected a JSON object, got a boolean", "line-9", id="boolean"),
         pytest.param(b'{"id": "a", "text": "x"}',
-                     "no messages or prompt (and the job has no template to fill from the row)", "a",
+                     "no messages or prompt, and no template (template = or --template) to fill from the row", "a",
                      id="no-messages-or-prompt"),
         pytest.param(b'{"id": "a", "messages": "hi"}', "messages must be a non-empty array", "a",
                      id="messages-not-a-list"),
