@@ -466,3 +466,29 @@ def test_openai_expired_batch_resubmits_what_never_ran(tmp_path: Path, sim_facto
     results = assert_exactly_once(tmp_path / "out.jsonl", sim, {f"p{i}" for i in range(8)})
     assert [b["status"] for b in sim_batches(sim)] == ["expired", "completed"]
     assert all(r["attempts"] == 1 for r in results)
+
+
+def test_one_job_killed_in_submission_while_running_and_while_collecting(
+    tmp_path: Path, sim_factory: Callable[..., SimServer]
+) -> None:
+    # Three SIGKILLs of one three-batch job, one at each stage, then a run to the end.
+    sim = sim_factory(**{**FAST, "batch_processing_s": 1.5, "batch_lost_replies": 1,
+                         "batch_first_visibility_s": 1.0})
+    out = tmp_path / "out.jsonl"
+    n = 3000
+    job = batch_job(tmp_path, sim, prompts(n, max_tokens=2), limits="max_batch_requests = 1000", poll=0.5)
+    proc = start_batch(job)  # 1: between the first POST and its (lost) reply
+    wait_for(lambda: len(sim_batches(sim)) == 1 and [op["op"] for op in journal_ops(out)] == ["submit"])
+    kill(proc)
+    proc = start_batch(job)  # 2: every batch submitted, none collected
+    wait_for(lambda: sum(op["op"] == "submitted" for op in journal_ops(out)) == 3
+             and not any(op["op"] == "collected" for op in journal_ops(out)))
+    kill(proc)
+    proc = start_batch(job)  # 3: some records written, not all
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, timeout=120)
+    kill(proc)
+    assert len(read_jsonl(out)) < n
+    final = run_batch(job)
+    assert final.returncode == 0, final.stderr
+    assert_exactly_once(out, sim, {f"p{i}" for i in range(n)})
+    assert len(sim_batches(sim)) == 3
