@@ -42,6 +42,7 @@ def test_lifecycle_replays(tmp_path: Path) -> None:
     journal.close()
     sub = read_journal(journal_path(out))["n1"]
     assert sub.state == "collected" and not sub.may_complete and sub.purged and sub.cost_usd == 0.25
+    assert sub.items == [] and sub.count == 2  # a finished submission's ids are not kept in memory
 
 
 def test_torn_tail_is_cut(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from conftest import batchrun_cmd, cli_env, prompts, read_jsonl, run_cli, write_jsonl
 
-from batchrun.batch.journal import journal_path, read_journal
+from batchrun.batch.journal import journal_path
 from batchrun.sim import SimServer
 
 FAST: dict[str, Any] = {
@@ -110,9 +110,8 @@ def assert_exactly_once(out: Path, sim: SimServer, ids: set[str]) -> list[dict[s
     for record in results:
         assert record["batch_id"] and record["error"] is None
     # The wire ids of every submission, mapped back to input ids through the journal.
-    subs = read_journal(journal_path(out))
-    wire_to_input = {f"{nonce}-{i}": item[0] for nonce, sub in subs.items()
-                     for i, item in enumerate(sub.items)}
+    wire_to_input = {f"{op['nonce']}-{i}": item[0] for op in journal_ops(out) if op["op"] == "submit"
+                     for i, item in enumerate(op["items"])}
     batches = sim_batches(sim)
     per_nonce = Counter(b["custom_ids"][0].rsplit("-", 1)[0] for b in batches)
     assert not per_nonce or max(per_nonce.values()) == 1, per_nonce  # no submission made twice

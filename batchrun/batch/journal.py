@@ -57,7 +57,9 @@ class Submission:
     count: int
     t0: float
     worst_usd: float
-    items: list[list[Any]]  # [input id, line, attempts, metadata]; index = wire index
+    # [input id, line, attempts, metadata, billed so far]; index = wire index. Emptied once the
+    # submission can no longer complete, so a long job's memory does not grow with its history.
+    items: list[list[Any]]
     state: str = INTENT
     batch_id: str | None = None
     file_id: str | None = None
@@ -104,6 +106,7 @@ def _apply(subs: dict[str, Submission], entry: dict[str, Any]) -> None:
         sub.status = entry.get("status") or sub.status
     elif op in ("rejected", "abandoned"):
         sub.state, sub.message = op, str(entry.get("message") or "")
+        sub.items = []  # nothing of it can complete: its ids need not be held in memory
     elif op == "disowned":
         sub.disowned.append(str(entry.get("batch_id")))
         sub.state, sub.batch_id, sub.adopted = INTENT, None, False
@@ -115,6 +118,7 @@ def _apply(subs: dict[str, Submission], entry: dict[str, Any]) -> None:
         sub.status = entry.get("status") or sub.status
         sub.counts = dict(entry.get("counts") or sub.counts)
         sub.cost_usd = entry.get("cost_usd")
+        sub.items = []
     elif op == "purged":
         sub.purged = True
 

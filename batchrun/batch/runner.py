@@ -94,7 +94,8 @@ class BatchRunner:
         self._writer: Writer | None = None
         self._pre: Preflight | None = None
         self._done = IdSet()
-        self._held: set[str] = set()  # input ids in batches that may still complete
+        # Input ids in batches that may still complete; kept compactly, as the done ids are.
+        self._held = IdSet()
         self._retry: dict[str, tuple[int, float]] = {}  # id -> (attempts so far, billed so far)
         self._open: dict[str, _Open] = {}
         self._unavailable: dict[str, str] = {}  # model -> why it cannot go in a batch
@@ -212,7 +213,8 @@ class BatchRunner:
         open_batch_ids: set[str] = set()
         for sub in self._journal.submissions.values():
             if sub.may_complete:
-                self._held.update(sub.input_ids())
+                for custom_id in sub.input_ids():
+                    self._held.add(custom_id)
                 self._budget.reserved += to_nano(sub.worst_usd)  # booked whatever the cap is now
             if sub.state == SUBMITTED and sub.batch_id:
                 self._open[sub.nonce] = _Open(sub, now, self.config.poll_interval_s, now, sub.status)
@@ -385,7 +387,8 @@ class BatchRunner:
             t0=time.time(), worst_usd=chunk.worst_usd, items=items,
         )
         sub = journal.submissions[nonce]
-        self._held.update(sub.input_ids())
+        for custom_id in sub.input_ids():
+            self._held.add(custom_id)
         self._budget.reserved += to_nano(sub.worst_usd)  # _fit_budget checked it fits
         bodies = [it.body for it in chunk.items]
         attempt = 0
@@ -425,9 +428,8 @@ class BatchRunner:
         """A submission the provider turned down for sure: no batch exists."""
         assert self._journal is not None
         message = self._redact(error_message(reply))
-        self._journal.append("rejected", sub.nonce, status=reply.status, message=message)
-        self._release(sub)
-        ids = len(sub.items)
+        items = self._end(sub, "rejected", status=reply.status, message=message)
+        ids = len(items)
         if any(text in message for text in _NO_BATCH_ENDPOINT):
             self._unavailable[sub.model] = message
             self._not_sent += ids
@@ -450,7 +452,7 @@ class BatchRunner:
             self.stop(ErrorKind.MODEL_UNAVAILABLE, f"the Batch API refused the batch ({message}): "
                       "run with --mode sync")
         else:
-            for custom_id, line, _attempts, metadata, *_ in sub.items:
+            for custom_id, line, _attempts, metadata, *_ in items:
                 record = error_record(
                     str(custom_id), int(line), ErrorKind.INVALID_REQUEST,
                     f"the Batch API refused the whole batch: {message}", status=reply.status,
@@ -459,9 +461,18 @@ class BatchRunner:
                 self._write_error(record, None)
             self._flush_sync()
 
-    def _release(self, sub: Submission) -> None:
-        self._held.difference_update(sub.input_ids())
+    def _end(self, sub: Submission, op: str, **fields: Any) -> list[list[Any]]:
+        """Journal that a submission can no longer complete; free its ids and its booking.
+
+        Returns its items (the journal forgets them, to keep a long job's memory flat).
+        """
+        assert self._journal is not None
+        items = sub.items
+        self._journal.append(op, sub.nonce, **fields)
+        for custom_id, *_ in items:
+            self._held.discard(str(custom_id))
         self._budget.settle(to_nano(sub.worst_usd), 0)
+        return items
 
     def _open_batch(self, sub: Submission, status: str | None) -> None:
         now = time.time()
@@ -498,10 +509,8 @@ class BatchRunner:
                                   "made by a submission whose reply was lost: collecting it"))
                 return
             if time.time() >= deadline:
-                journal.append("abandoned", sub.nonce,
-                               message="no matching batch within the visibility wait")
-                self._release(sub)
-                for custom_id, _line, attempts, _metadata, *rest in sub.items:
+                items = self._end(sub, "abandoned", message="no matching batch within the visibility wait")
+                for custom_id, _line, attempts, _metadata, *rest in items:
                     self._retry[str(custom_id)] = (int(attempts), float(rest[0]) if rest else 0.0)
                 self._emit(Notice(f"no batch was made by the lost submission of {sub.count:,} requests "
                                   f"for {sub.model}: its lines go into a new batch"))
@@ -539,10 +548,9 @@ class BatchRunner:
             if time.time() - ob.seen_at < RECOVERY_POLLS * interval:
                 ob.next_at = time.time() + _jitter(interval / 2)  # not visible yet (read-after-write lag)
                 return
-            journal.append("abandoned", sub.nonce, message="the batch is gone (404)")
             del self._open[sub.nonce]
-            self._release(sub)
-            for custom_id, _line, attempts, _metadata, *rest in sub.items:
+            items = self._end(sub, "abandoned", message="the batch is gone (404)")
+            for custom_id, _line, attempts, _metadata, *rest in items:
                 self._retry[str(custom_id)] = (int(attempts), float(rest[0]) if rest else 0.0)
             self._emit(Notice(f"batch {sub.batch_id} is gone at the provider: its lines go into a new batch"))
             return
@@ -620,10 +628,9 @@ class BatchRunner:
         self._not_sent += settled.not_sent
         self._flush_sync()
         cost = settled.cost_usd
-        journal.append("collected", sub.nonce, batch_id=batch_id, status=info.status, counts=info.counts,
-                       cost_usd=cost)
         del self._open[sub.nonce]
-        self._release(sub)
+        self._end(sub, "collected", batch_id=batch_id, status=info.status, counts=info.counts,
+                  cost_usd=cost)
         self._budget.spent += to_nano(cost)
         self._counts["collected"] += 1
         self._emit(Notice(f"batch {batch_id} collected: {info.status}, {len(settled.results):,} results, "
