@@ -324,7 +324,7 @@ class BatchRunner:
                 await self._submit(chunk)
                 if rest is not None:
                     self._not_sent += len(rest.items)
-                    self.stop(ErrorKind.BUDGET_EXCEEDED, self._budgeterror_message())
+                    self.stop(ErrorKind.BUDGET_EXCEEDED, self._budget_message())
             if self._stop_kind is not None:
                 return
             if not self._open:
@@ -364,11 +364,11 @@ class BatchRunner:
         rest = Chunk(chunk.key, chunk.model, chunk.items[len(taken):])
         if not taken:
             self._not_sent += len(rest.items)
-            self.stop(ErrorKind.BUDGET_EXCEEDED, self._budgeterror_message())
+            self.stop(ErrorKind.BUDGET_EXCEEDED, self._budget_message())
             return None, None
         return Chunk(chunk.key, chunk.model, taken), rest
 
-    def _budgeterror_message(self) -> str:
+    def _budget_message(self) -> str:
         budget = self._budget
         return (f"budget reached: {usd(budget.spent_usd())} spent and {usd(from_nano(budget.reserved))} "
                 f"booked for open batches of ${self.config.max_cost_usd:g}; raise --max-cost and run "
