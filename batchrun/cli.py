@@ -249,8 +249,8 @@ def status(
             if watch is None:
                 return
             time.sleep(watch)
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(0) from exc
 
 
 @app.command()
@@ -401,9 +401,9 @@ def sim_command(
         )
         server_ssl_context(config)  # a bad PEM file is a usage error, not a traceback once serving
     except ValueError as exc:
-        raise ConfigError(f"batchrun sim: {exc}") from None
+        raise ConfigError(f"batchrun sim: {exc}") from exc
     except OSError as exc:  # ssl.SSLError included
-        raise ConfigError(f"batchrun sim: cannot load --tls-cert {tls_cert} with --tls-key {tls_key}: {exc}") from None
+        raise ConfigError(f"batchrun sim: cannot load --tls-cert {tls_cert} with --tls-key {tls_key}: {exc}") from exc
     raise typer.Exit(serve_forever(config))
 
 

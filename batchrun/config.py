@@ -205,12 +205,12 @@ def _read_job(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             job = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"job file not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"job file not found: {path}") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read job file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read job file {path}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"job file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"job file {path} is not valid TOML: {exc}") from exc
     unknown = sorted(set(job) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in {path} (known: {', '.join(sorted(_TOP_KEYS))})")
@@ -329,10 +329,10 @@ def _pricing(table: Mapping[str, Any], where: str) -> dict[str, Price]:
                 reasoning=_optional_float(entry, "reasoning_per_m"),
                 request=_optional_float(entry, "request_usd") or 0.0,
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(
                 f"[pricing.\"{model}\"] in {where} needs prompt_per_m and completion_per_m (USD per 1M tokens)"
-            ) from None
+            ) from exc
     return prices
 
 
@@ -405,7 +405,7 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
     try:
         return JobConfig(**{k: v for k, v in values.items() if k in known})
     except TypeError as exc:
-        raise ConfigError(f"bad setting: {exc}") from None
+        raise ConfigError(f"bad setting: {exc}") from exc
 
 
 def api_key_from_env(config: JobConfig) -> str | None:

@@ -91,11 +91,11 @@ def export(
 def _manifest_input(manifest: Path, output: Path) -> Path:
     try:
         doc = orjson.loads(manifest.read_bytes())
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConfigError(f"no manifest beside {output} ({manifest.name}): give the results file "
-                          "of a batchrun job, or the input with --input") from None
+                          "of a batchrun job, or the input with --input") from exc
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the manifest {manifest}: {exc}") from None
+        raise ConfigError(f"cannot read the manifest {manifest}: {exc}") from exc
     path = (doc.get("input") or {}).get("path") if isinstance(doc, dict) else None
     if not isinstance(path, str):
         raise ConfigError(f"the manifest {manifest} names no input: give it with --input")
@@ -294,7 +294,7 @@ def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
         destination.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
     except OSError as exc:
-        raise _cannot_write(destination, exc) from None
+        raise _cannot_write(destination, exc) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             counts = write(f)
@@ -303,7 +303,7 @@ def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
         os.replace(temp, destination)
     except OSError as exc:  # the input is read through open_input, whose errors are ConfigErrors
         Path(temp).unlink(missing_ok=True)
-        raise _cannot_write(destination, exc) from None
+        raise _cannot_write(destination, exc) from exc
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

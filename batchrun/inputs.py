@@ -143,7 +143,7 @@ class TableReader:
         except StopIteration:
             return []
         except csv.Error as exc:
-            raise ConfigError(f"the CSV header row cannot be read: {exc}") from None
+            raise ConfigError(f"the CSV header row cannot be read: {exc}") from exc
         header = [name.strip() for name in header]
         seen: set[str] = set()
         for name in header:
@@ -182,12 +182,12 @@ def readable(path: Path) -> Iterator[None]:
     """Turn the OS's reasons for not reading the input into one clear ConfigError."""
     try:
         yield
-    except FileNotFoundError:
-        raise ConfigError(f"input file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"input is a folder, not a file: {path}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"input file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"input is a folder, not a file: {path}") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read input {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read input {path}: {exc.strerror or exc}") from exc
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -241,7 +241,7 @@ def iter_lines(stream: InputStream) -> Iterator[tuple[int, bytes]]:
             if line.strip():
                 yield number, line
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ConfigError(f"cannot read input: {exc}") from None
+        raise ConfigError(f"cannot read input: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ def _writable(path: Path) -> Iterator[None]:
         raise ConfigError(
             f"cannot write the output {path}: {exc.strerror or exc} "
             "(make it writable, or choose another output with -o)"
-        ) from None
+        ) from exc
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -166,7 +166,7 @@ class Ledger:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from exc
         self._lock()
         try:
             state = ResumeState()
@@ -192,7 +192,7 @@ class Ledger:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from exc
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -203,7 +203,7 @@ class Ledger:
                     raise OutputLocked(
                         f"another batchrun run (pid {holder}) is writing {self.paths['results']}; "
                         "wait for it or choose another output with -o"
-                    ) from None
+                    ) from exc
                 raise
         # The kernel drops a flock when its holder dies, so a killed run never leaves this stuck.
         os.ftruncate(fd, 0)

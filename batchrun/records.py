@@ -295,9 +295,9 @@ class InputParser:
         try:
             return self._formatter.vformat(self._template, (), row)
         except LookupError as exc:
-            raise _Bad(f"template field {{{exc.args[0]}}} is missing from this row") from None
+            raise _Bad(f"template field {{{exc.args[0]}}} is missing from this row") from exc
         except (ValueError, IndexError) as exc:
-            raise _Bad(f"template cannot be filled from this row: {exc}") from None
+            raise _Bad(f"template cannot be filled from this row: {exc}") from exc
 
 
 class _Bad(Exception):

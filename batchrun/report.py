@@ -92,7 +92,7 @@ def write_report(output: Path, destination: Path | None = None) -> Path:
     except OSError as exc:
         raise ConfigError(
             f"cannot write the report {destination}: {exc.strerror or exc} (choose another place with -o)"
-        ) from None
+        ) from exc
     return destination
 
 

@@ -97,7 +97,7 @@ def _first_record(path: Path) -> Any:
     except FileNotFoundError:
         return _NOTHING
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return _NOTHING
 
 

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import prompts, read_jsonl, write_jsonl
@@ -78,7 +79,7 @@ def test_the_simulator_by_name_and_a_job_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"modle": "x"}, "unknown option 'modle'"), ({"concurrency": 0}, "concurrency must be")])
-def test_bad_options_are_config_errors(tmp_path: Path, options: dict[str, object], message: str) -> None:
+def test_bad_options_are_config_errors(tmp_path: Path, options: dict[str, Any], message: str) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     with pytest.raises(batchrun.ConfigError, match=message):
         batchrun.run(source, **options)

@@ -148,7 +148,7 @@ def test_estimate_fetches_prices_only_when_asked_and_then_prices_from_the_cache(
         1.2 * data["input_tokens_est"] * price.prompt_price + 20 * 100 * price.completion_price, rel=1e-9
     )
     assert cached.returncode == 0, cached.stderr
-    assert f"prices: {model} from /models (cached" in cached.stdout
+    assert f"prices: {model} from /models, fetched " in cached.stdout
     assert sim.ledger.counts()["requests"] == 0, "estimate must send no chat request"
 
 

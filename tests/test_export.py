@@ -140,7 +140,7 @@ def test_csv_export_of_every_input_shape_is_one_sheet_a_spreadsheet_reads(tmp_pa
     # The complaints: custom_id lines got an empty id column, every request key (prompt,
     # messages, body, url...) became a column, metadata was one JSON blob, costs read 4.05e-06.
     user = [{"role": "user", "content": "Say hi."}]
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"custom_id": "batch-1", "method": "POST", "url": "/v1/chat/completions",
          "body": {"model": "openai/gpt-4o-mini", "max_tokens": 8, "messages": user},
          "metadata": {"row": 1, "team": "a"}},

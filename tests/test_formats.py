@@ -136,6 +136,7 @@ def test_csv_rows_stream_through_open_input_and_iter_lines(tmp_path: Path, name:
     assert all(isinstance(raw, TableRow) for _, raw in rows)
     assert orjson.loads(bytes(rows[0][1])) == {"id": "t1", "subject": "Charged twice",
                                          "body": "I was billed twice, please refund."}
+    assert isinstance(rows[1][1], TableRow)
     assert rows[1][1].row["body"] == "The app crashes\nwhen I upload a photo."
     assert measure(path).lines == 6  # records, as iter_lines yields them (a quoted field holds a line end)
 
@@ -196,6 +197,7 @@ def test_a_tsv_file_and_fields_longer_than_the_csv_default_limit(tmp_path: Path)
     path.write_text(f"id\ttext\nx\t{long_text}\n")
     with open_input(path) as stream:
         ((_, raw),) = list(iter_lines(stream))
+    assert isinstance(raw, TableRow)
     assert raw.row["text"] == long_text
 
 

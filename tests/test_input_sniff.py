@@ -38,7 +38,8 @@ def test_binary_data_at(head: bytes, problem: str | None) -> None:
 def test_random_bytes_are_one_line_and_no_output(tmp_path: Path, name: str) -> None:
     source = tmp_path / name
     source.write_bytes(gzip.compress(_RANDOM) if name.endswith(".gz") else _RANDOM)
-    for command in (["estimate", source], ["run", source, "--sim", "-o", tmp_path / "out.jsonl"]):
+    commands: list[list[str | Path]] = [["estimate", source], ["run", source, "--sim", "-o", tmp_path / "out.jsonl"]]
+    for command in commands:
         ran = run_cli(*command)
         assert ran.returncode == 2, ran.stderr
         lines = ran.stderr.strip().splitlines()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -75,7 +76,7 @@ def test_prices_are_fetched_once_cached_and_fetched_again_when_a_day_old(tmp_pat
 
 
 def test_the_cache_keeps_only_pricing_per_api_root_and_says_its_age(tmp_path: Path) -> None:
-    listing = {"data": [
+    listing: dict[str, Any] = {"data": [
         {"id": "a/one", "name": "One", "context_length": 8192,
          "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
         {"id": "a/unpriced"},

@@ -49,7 +49,7 @@ def test_per_million_converts_to_per_token() -> None:
     assert Price.per_million(3, 15).cached_prompt is None
 
 
-def models_payload(*models: dict[str, Any]) -> dict[str, Any]:
+def models_payload(*models: Any) -> dict[str, Any]:
     return {"data": list(models)}
 
 

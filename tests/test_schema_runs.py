@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import job_file, prompts, read_jsonl, write_jsonl
@@ -12,7 +13,7 @@ from batchrun.config import load_config
 from batchrun.errors import ResumeMismatch
 from batchrun.runner import Runner
 
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"label": {"enum": ["positive", "negative", "neutral"]}, "confidence": {"type": "number"}},
     "required": ["label", "confidence"],

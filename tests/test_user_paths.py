@@ -8,6 +8,7 @@ import asyncio
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import orjson
 from conftest import (
@@ -136,7 +137,7 @@ def test_the_plan_prices_lines_that_bring_their_own_max_tokens(tmp_path: Path, s
 
 
 def test_one_line_of_an_unknown_model_is_exit_1_when_every_line_ran(tmp_path: Path, sim) -> None:
-    rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+    rows: list[dict[str, Any]] = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
              "body": {"model": "google/gemini-2.0-flash-lite-001", "max_tokens": 8,
                       "messages": [{"role": "user", "content": f"line {i}"}]}} for i in range(36)]
     rows[17]["body"]["model"] = "NonExistModel"
@@ -164,7 +165,7 @@ def test_a_stopped_run_returns_a_final_result_and_leaves_nothing_running(tmp_pat
         assert not returned, f"an event after run returned: {event}"
         events.append(event)
 
-    async def main() -> tuple[dict[str, object], dict[str, object], int]:
+    async def main() -> tuple[dict[str, Any], dict[str, Any], int]:
         nonlocal returned
         result = await batchrun.run_async(source, output=tmp_path / "out.jsonl", base_url=sim.base_url,
                                           api_key="sk-or-test", concurrency=8, on_event=on_event)
@@ -180,5 +181,15 @@ def test_a_stopped_run_returns_a_final_result_and_leaves_nothing_running(tmp_pat
     assert left == 0, "tasks of the run were left on the loop"
     assert at_return == later
     finished = sum(isinstance(e, Finished) for e in events)
-    assert at_return["succeeded"] + sum(at_return["failed"].values()) == finished  # type: ignore[attr-defined]
-    assert at_return["succeeded"] + sum(at_return["failed"].values()) + at_return["not_run"] == 40  # type: ignore[attr-defined,operator]
+    assert at_return["succeeded"] + sum(at_return["failed"].values()) == finished
+    assert at_return["succeeded"] + sum(at_return["failed"].values()) + at_return["not_run"] == 40
+
+
+def test_the_plan_says_why_lines_are_invalid(tmp_path: Path, sim) -> None:
+    table = tmp_path / "rows.csv"
+    table.write_text("id,text\na1,hello\na2,world\n")
+    completed = run_cli("run", table, "-o", tmp_path / "out.jsonl", "--base-url", sim.base_url,
+                        "--no-progress")
+    plan = completed.stderr.splitlines()[0]
+    assert "2 of the first 2 lines are invalid (rows need a template (--template" in plan
+    assert "cost" not in plan

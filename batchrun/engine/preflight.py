@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -279,8 +280,13 @@ def _plan(pre: Preflight) -> Planned:
     sample = _sample_cost(pre, lines)
     worst: float | None = None
     if sample is not None:
-        expected, high, unpriced, unbounded, source = sample
-        if unpriced:
+        expected, high, unpriced, unbounded, source, invalid = sample
+        if invalid is not None:
+            count, read, reason = invalid
+            text += f" | {count:,} of the first {read:,} lines are invalid ({reason})"
+        if invalid is not None and invalid[0] == invalid[1]:
+            pass  # no request to price
+        elif unpriced:
             text += f" | cost: no price known for {unpriced}"
         else:
             text += f" | cost ~{usd(expected)} expected"
@@ -299,8 +305,9 @@ def _plan(pre: Preflight) -> Planned:
 
 def _sample_cost(
     pre: Preflight, lines: int
-) -> tuple[float, float, str | None, bool, str] | None:
-    """(expected, high, a model without price, any line without max_tokens, price source)."""
+) -> tuple[float, float, str | None, bool, str, tuple[int, int, str] | None] | None:
+    """(expected, high, a model without price, any line without max_tokens, price source, and
+    (invalid lines, lines read, the most common reason) when some of the sample is invalid)."""
     config = pre.config
     parser = parser_for(config, skip_ids=pre.skip_ids())
     expected = high = 0.0
@@ -308,6 +315,7 @@ def _sample_cost(
     unbounded = False
     unpriced: str | None = None
     sources: set[str] = set()
+    reasons: Counter[str] = Counter()
     with open_input(config.input) as stream:
         for number, raw in iter_lines(stream):
             if read >= PLAN_SAMPLE_LINES or read >= lines:
@@ -317,6 +325,7 @@ def _sample_cost(
                 continue  # done already: not part of what is left
             read += 1
             if isinstance(item, InvalidLine):
+                reasons[item.message] += 1
                 continue
             requests += 1
             price = pre.prices.get(item.model)
@@ -331,10 +340,15 @@ def _sample_cost(
             high += cost.high
     if not read:
         return None
+    if not requests:
+        return 0.0, 0.0, None, False, "no price", (read, read, reasons.most_common(1)[0][0])
     todo = max(lines - len(pre.state.done_ids) - pre.kept_failures(), 0)
     scale = todo / read if read < todo else 1.0
     source = ", ".join(sorted(s for s in sources if s)) or "no price"
-    return expected * scale, high * scale, unpriced, unbounded, source
+    invalid = None
+    if reasons:
+        invalid = (sum(reasons.values()), read, reasons.most_common(1)[0][0])
+    return expected * scale, high * scale, unpriced, unbounded, source, invalid
 
 
 async def _check_key(pre: Preflight) -> None:
