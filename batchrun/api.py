@@ -59,7 +59,7 @@ async def run_async(
 ) -> RunResult:
     """Run a job (a ``.toml`` job file, an input file or a JobConfig) to its end; see ``run``."""
     config = _config(input_or_job, options)
-    return await Runner(config, api_key=api_key, on_event=on_event).run()
+    return await runner_for(config, api_key=api_key, on_event=on_event).run()
 
 
 def run(
@@ -81,12 +81,31 @@ def run(
     (KeyboardInterrupt) stops it the graceful way.
     """
     config = _config(input_or_job, options)
-    runner = Runner(config, api_key=api_key, on_event=on_event)
+    runner = runner_for(config, api_key=api_key, on_event=on_event)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return _run_here(runner, on_event)
     return _run_in_thread(runner)
+
+
+def runner_for(config: JobConfig, *, api_key: str | None, on_event: EventHandler | None) -> Runner:
+    """The runner of the job's mode: sync (requests one by one) or batch (the Batch API)."""
+    from batchrun.batch.journal import open_submissions
+
+    if config.mode == "batch":
+        from batchrun.batch.runner import BatchRunner
+
+        # BatchRunner has Runner's run(), stop() and summary.
+        return BatchRunner(config, api_key=api_key, on_event=on_event)  # type: ignore[return-value]
+    waiting = open_submissions(config.output)
+    if waiting:
+        # Their lines would be sent again, and paid for twice, while those batches may complete.
+        raise ConfigError(
+            f"{len(waiting)} batch(es) of {config.output.name} from --mode batch may still complete: "
+            "run the job with --mode batch to collect them first"
+        )
+    return Runner(config, api_key=api_key, on_event=on_event)
 
 
 def _loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:

@@ -164,6 +164,9 @@ def run(
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
     keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="sync (one request at a time) or batch (the provider's Batch API: about half price, minutes to hours) [default: sync]."),
+    poll_interval: Optional[float] = typer.Option(None, "--poll-interval", help="Batch mode: seconds between polls of an open batch, jittered [default: 60]."),
+    purge: bool = typer.Option(False, "--purge", help="Batch mode: delete each batch at the provider once its records are written."),
     system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
     template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
 ) -> None:
@@ -180,6 +183,7 @@ def run(
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
+        "mode": mode, "poll_interval_s": poll_interval, "purge": purge or None,
         "system": system, "template": template,
     }
     config = load_config(target, overrides)

@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ except ImportError:  # pragma: no cover - Windows: whether a run is active is un
 
 __all__ = [
     "JobStatus",
+    "batch_lines",
     "check_results_file",
     "final_records",
+    "job_batches",
     "job_status",
     "parse_stamp",
     "read_manifest",
@@ -215,6 +217,7 @@ class JobStatus:
     last_finished: int | None
     recent: int  # records finished in the last RATE_WINDOW_S seconds
     rate_per_s: float  # over the last minute (or the whole run when it was shorter)
+    batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: from the journal
 
     @property
     def finished(self) -> int:
@@ -248,6 +251,7 @@ class JobStatus:
             "last_finished_at": _iso(self.last_finished),
             "rate_last_minute_per_s": self.rate_per_s,
             "eta_s": self.eta_s,
+            "batches": self.batches,
         }
 
     def lines(self) -> list[str]:
@@ -266,7 +270,44 @@ class JobStatus:
             elif self.active is False and self.remaining:
                 text += f"; {self.remaining:,} not finished (run the job again to resume)"
             out.append(text)
+        if self.batches:
+            out.extend(batch_lines(self.batches))
         return out
+
+
+def job_batches(output: Path, *, now: float | None = None) -> list[dict[str, Any]]:
+    """The job's batches as its journal tells them (batch mode): id, model, state, counts, age."""
+    from batchrun.batch.journal import journal_path, read_journal
+
+    now_s = now if now is not None else datetime.now(timezone.utc).timestamp()
+    out = []
+    for sub in read_journal(journal_path(output)).values():
+        out.append({
+            "batch_id": sub.batch_id, "nonce": sub.nonce, "model": sub.model, "requests": sub.count,
+            "state": sub.state, "status": sub.status, "counts": sub.counts, "cost_usd": sub.cost_usd,
+            "purged": sub.purged, "age_s": max(now_s - sub.t0, 0.0), "message": sub.message or None,
+        })
+    return out
+
+
+def batch_lines(batches: list[dict[str, Any]]) -> list[str]:
+    """One line per batch, under a count by state."""
+    states = Counter(b["state"] for b in batches)
+    out = ["batches " + ", ".join(f"{n} {state}" for state, n in states.most_common())]
+    for b in batches:
+        counts = b["counts"] or {}
+        state = b["state"] if b["state"] != "submitted" else (b["status"] or "submitted")
+        if b["state"] == "collected" and b["status"]:
+            state = f"collected ({b['status']})"
+        text = (f"  {b['batch_id'] or '(no batch id: ' + b['state'] + ')'}  {b['model']}  {state}  "
+                f"{counts.get('completed', 0):,}/{b['requests']:,} done, {counts.get('failed', 0):,} failed"
+                f"  age {_duration(b['age_s'])}")
+        if b["cost_usd"] is not None:
+            text += f"  ${b['cost_usd']:.6f}"
+        if b["purged"]:
+            text += "  purged"
+        out.append(text)
+    return out
 
 
 def job_status(output: Path, *, now: float | None = None, check_input: bool = True) -> JobStatus:
@@ -300,7 +341,8 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
             with contextlib.suppress(OSError, ConfigError):
                 size = measure(Path(raw_path))
                 total, exact = size.lines, size.exact
-    return JobStatus(output, summary, active, input_path, total, exact, first, last, recent, rate)
+    return JobStatus(output, summary, active, input_path, total, exact, first, last, recent, rate,
+                     job_batches(output, now=now))
 
 
 def _iso(epoch: int | None) -> str | None:

@@ -298,6 +298,35 @@ class Transport:
                     return Reply(response.status, response.headers, raw, ttft_s)
                 return Reply(response.status, response.headers, await response.read())
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        params: Mapping[str, str | int] | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send ``method root + path`` and read the whole answer, or raise TransportFailure.
+
+        ``json_body`` is serialized with orjson; ``data`` goes out as given (bytes whose key
+        order matters, a multipart body) with ``content_type`` when it is not JSON. Used by the
+        Batch API clients; the chat path keeps ``post``.
+        """
+        assert self._session is not None, "use Transport as an async context manager"
+        if json_body is not None:
+            data = orjson.dumps(json_body)
+        headers = {"Content-Type": content_type} if content_type else None
+        timeout = self._timeout_s if timeout_s is None else timeout_s
+        with translate_errors(timeout):
+            async with self._session.request(
+                method, self.root + path, data=data, params=params, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout), proxy=self._proxy,
+            ) as response:
+                return response.status, response.headers, await response.read()
+
     async def get_json(self, path: str) -> Any:
         """GET ``root + path`` and parse it; None when it is not there or not JSON."""
         status, payload = await self.get(path)
