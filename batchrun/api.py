@@ -22,7 +22,7 @@ from typing import Any, TypeVar, Union
 from batchrun.config import JobConfig, load_config
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Notice
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import JobRunner, RunResult, runner_for
 
 __all__ = ["run", "run_async"]
 
@@ -89,25 +89,6 @@ def run(
     return _run_in_thread(runner)
 
 
-def runner_for(config: JobConfig, *, api_key: str | None, on_event: EventHandler | None) -> Runner:
-    """The runner of the job's mode: sync (requests one by one) or batch (the Batch API)."""
-    from batchrun.batch.journal import open_submissions
-
-    if config.mode == "batch":
-        from batchrun.batch.runner import BatchRunner
-
-        # BatchRunner has Runner's run(), stop() and summary.
-        return BatchRunner(config, api_key=api_key, on_event=on_event)  # type: ignore[return-value]
-    waiting = open_submissions(config.output)
-    if waiting:
-        # Their lines would be sent again, and paid for twice, while those batches may complete.
-        raise ConfigError(
-            f"{len(waiting)} batch(es) of {config.output.name} from --mode batch may still complete: "
-            "run the job with --mode batch to collect them first"
-        )
-    return Runner(config, api_key=api_key, on_event=on_event)
-
-
 def _loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
     try:
         import uvloop
@@ -116,7 +97,7 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
     return uvloop.run
 
 
-def _run_here(runner: Runner, on_event: EventHandler | None) -> RunResult:
+def _run_here(runner: JobRunner, on_event: EventHandler | None) -> RunResult:
     """Run on a loop of our own in this thread, signals handled when it is the main thread."""
     if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         # A file-size limit must surface as a write error (a clean stop), not kill the process.
@@ -134,7 +115,7 @@ def _run_here(runner: Runner, on_event: EventHandler | None) -> RunResult:
 
 
 @contextlib.contextmanager
-def _signals_stop(runner: Runner, received: list[int], on_event: EventHandler | None) -> Any:
+def _signals_stop(runner: JobRunner, received: list[int], on_event: EventHandler | None) -> Any:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -160,7 +141,7 @@ def _signals_stop(runner: Runner, received: list[int], on_event: EventHandler | 
             loop.remove_signal_handler(signum)
 
 
-def _run_in_thread(runner: Runner) -> RunResult:
+def _run_in_thread(runner: JobRunner) -> RunResult:
     outcome: dict[str, Any] = {}
     started = threading.Event()
 

@@ -32,7 +32,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock, documented
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records", "result_ids"]
+__all__ = [
+    "MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records", "repair_tail",
+    "result_ids",
+]
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -84,7 +87,7 @@ def last_error_lines(path: Path, done_ids: Container[str]) -> tuple[dict[str, in
     return last, total
 
 
-def _repair_tail(path: Path) -> int:
+def repair_tail(path: Path) -> int:
     """Cut a torn last line (one with no line end) off ``path``; return the bytes removed."""
     try:
         size = os.path.getsize(path)
@@ -184,7 +187,7 @@ class Ledger:
                 state.unavailable_models = self._check_manifest(manifest, force)
             for key in ("results", "errors"):
                 with _writable(self.paths[key]):
-                    state.repaired_bytes += _repair_tail(self.paths[key])
+                    state.repaired_bytes += repair_tail(self.paths[key])
             self._scan(state)
             self._results_fd = self._open_append(self.paths["results"])
             self._errors_fd = self._open_append(self.paths["errors"])

@@ -10,18 +10,19 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from batchrun.config import JobConfig
 from batchrun.engine.pipeline import Pipeline
 from batchrun.engine.preflight import Preflight, preflight
 from batchrun.engine.writer import Writer
-from batchrun.errors import PER_LINE_VERDICTS, ErrorKind
+from batchrun.errors import PER_LINE_VERDICTS, ConfigError, ErrorKind
 from batchrun.events import EventHandler, Notice
 from batchrun.fdlimit import fit_open_files
 from batchrun.limits import AdaptiveLimits
 from batchrun.summary import Summary
 
-__all__ = ["RunResult", "Runner"]
+__all__ = ["JobRunner", "RunResult", "Runner", "runner_for"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,38 @@ class RunResult:
     errors: Path
 
 
+class JobRunner(Protocol):
+    """What every mode's runner offers: run the job to its end, stop it early, its summary."""
+
+    summary: Summary
+
+    async def run(self) -> RunResult: ...
+
+    def stop(self, kind: str = ErrorKind.INTERRUPTED, message: str = "interrupted") -> None: ...
+
+
+def runner_for(
+    config: JobConfig, *, api_key: str | None = None, on_event: EventHandler | None = None
+) -> JobRunner:
+    """The runner of the job's mode: sync (requests one by one) or batch (the Batch API)."""
+    if config.mode == "batch":
+        from batchrun.batch.runner import BatchRunner  # loaded only for batch mode
+
+        return BatchRunner(config, api_key=api_key, on_event=on_event)
+    from batchrun.batch.journal import open_submissions
+
+    waiting = open_submissions(config.output)
+    if waiting:
+        # Their lines would be sent again, and paid for twice, while those batches may complete.
+        raise ConfigError(
+            f"{len(waiting)} batch(es) of {config.output.name} from --mode batch may still complete: "
+            "run the job with --mode batch to collect them first"
+        )
+    return Runner(config, api_key=api_key, on_event=on_event)
+
+
 class Runner:
-    """Runs one job to the end (or to an early stop) and reports how it went."""
+    """Runs one sync job to the end (or to an early stop) and reports how it went."""
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import JobStopped
-from batchrun.ledger import _repair_tail, read_records
+from batchrun.ledger import repair_tail, read_records
 
 __all__ = ["Journal", "Submission", "journal_path", "open_submissions", "read_journal"]
 
@@ -152,7 +152,7 @@ class Journal:
 
     def open(self) -> dict[str, Submission]:
         """Cut a torn last line off, replay the journal and open it for appending."""
-        self.repaired_bytes = _repair_tail(self.path)
+        self.repaired_bytes = repair_tail(self.path)
         self.submissions = read_journal(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self.submissions

@@ -36,7 +36,6 @@ from batchrun.engine.budget import Budget, from_nano, to_nano
 from batchrun.engine.preflight import (
     Preflight,
     preflight,
-    usd,
 )
 from batchrun.engine.redact import Redactor
 from batchrun.engine.writer import Writer
@@ -50,6 +49,7 @@ from batchrun.records import error_record
 from batchrun.retry import parse_retry_after
 from batchrun.runner import RunResult
 from batchrun.summary import Summary
+from batchrun.units import usd
 
 __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
 
