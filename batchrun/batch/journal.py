@@ -30,7 +30,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import JobStopped
-from batchrun.ledger import repair_tail, read_records
+from batchrun.ledger import read_records, repair_tail
 
 __all__ = ["Journal", "Submission", "journal_path", "open_submissions", "read_journal"]
 
