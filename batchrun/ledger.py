@@ -33,8 +33,8 @@ except ImportError:  # pragma: no cover - Windows: no lock, documented
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records", "repair_tail",
-    "result_ids",
+    "MANIFEST_FORMAT", "Ledger", "ResumeState", "final_records", "last_error_lines", "read_manifest",
+    "read_records", "repair_tail", "result_ids", "run_active",
 ]
 
 MANIFEST_FORMAT = 1
@@ -233,12 +233,7 @@ class Ledger:
 
     def _check_manifest(self, manifest: dict[str, Any], force: bool) -> list[str]:
         path = self.paths["manifest"]
-        old: dict[str, Any] | None = None
-        if path.exists():
-            try:
-                old = orjson.loads(path.read_bytes())
-            except (orjson.JSONDecodeError, OSError):
-                old = None
+        old = _load_manifest(path)
         has_output = self.paths["results"].exists() and self.paths["results"].stat().st_size > 0
         unavailable: list[str] = list(old.get("unavailable_models", [])) if old else []
         if old and not force:
@@ -425,3 +420,81 @@ def _manifest_differences(old: dict[str, Any], new: dict[str, Any], unavailable:
 def _short(value: Any) -> str:
     text = orjson.dumps(value).decode()
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_manifest(output: Path) -> dict[str, Any] | None:
+    """The output's manifest (input path, model, request parameters), or None if unreadable."""
+    return _load_manifest(output_paths(output)["manifest"])
+
+
+def _load_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def final_records(output: Path) -> Iterator[dict[str, Any]]:
+    """Yield each id's final record: every results line, then the last errors line of ids without one.
+
+    Memory grows with the number of ids, never with the size of the records: the errors file is read
+    twice (once to find each id's last line, once to yield those lines) instead of being held.
+    """
+    paths = output_paths(output)
+    done = IdSet()
+    for _, record in read_records(paths["results"]):
+        if isinstance(record, dict):
+            done.add(str(record.get("custom_id")))
+            yield record
+    last_line, _ = last_error_lines(paths["errors"], done)
+    keep = set(last_line.values())
+    if keep:
+        for number, record in read_records(paths["errors"]):
+            if number in keep:
+                yield record
+
+
+def run_active(output: Path) -> bool | None:
+    """Whether a run holds the output's lock now (None where flock does not exist).
+
+    The lock file keeps the pid of the last run. If no process has that pid, no run can hold the
+    lock and nothing is touched. Otherwise a shared, non-blocking flock on a fresh descriptor tells:
+    it fails while a run holds its exclusive lock, and is released at once when it succeeds (a run
+    starting in that instant would be told the output is busy: the window is a few microseconds).
+    """
+    if fcntl is None:  # pragma: no cover
+        return None
+    path = output_paths(output)["lock"]
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        pid_text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True

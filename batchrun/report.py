@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import ConfigError
-from batchrun.status import JobStatus, final_records, job_status, parse_stamp
+from batchrun.ledger import final_records
+from batchrun.status import JobStatus, check_results_file, job_status, parse_stamp
 from batchrun.summary import percentile
 
 __all__ = ["ReportData", "collect", "render", "write_report"]
@@ -52,6 +53,7 @@ def collect(output: Path) -> ReportData:
     data = ReportData()
     last_stamp: Any = None
     last_second = -1
+    check_results_file(output)
     for record in final_records(output):
         stamp = record.get("finished_at")
         if stamp != last_stamp:

@@ -17,9 +17,9 @@ import orjson
 from batchrun.config import output_paths
 from batchrun.errors import BatchrunError, ConfigError
 from batchrun.inputs import iter_lines, open_input
-from batchrun.ledger import read_records
+from batchrun.ledger import read_manifest, read_records
 from batchrun.records import InputParser, InvalidLine
-from batchrun.status import check_results_file, read_manifest
+from batchrun.status import check_results_file
 
 __all__ = ["IdNotFound", "Shown", "find_request", "show"]
 

@@ -9,9 +9,7 @@ named in the manifest can be counted, how much is left and when it should be don
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,26 +19,17 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
-from batchrun.idset import IdSet
 from batchrun.inputs import is_table, measure
-from batchrun.ledger import last_error_lines, read_records
+from batchrun.ledger import final_records, read_manifest, run_active
 from batchrun.summary import Summary
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: whether a run is active is unknown
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "JobStatus",
     "batch_lines",
     "check_results_file",
-    "final_records",
     "job_batches",
     "job_status",
     "parse_stamp",
-    "read_manifest",
-    "run_active",
 ]
 
 RATE_WINDOW_S = 60
@@ -100,26 +89,6 @@ def _first_record(path: Path) -> Any:
     return _NOTHING
 
 
-def final_records(output: Path) -> Iterator[dict[str, Any]]:
-    """Yield each id's final record: every results line, then the last errors line of ids without one.
-
-    Memory grows with the number of ids, never with the size of the records: the errors file is read
-    twice (once to find each id's last line, once to yield those lines) instead of being held.
-    """
-    paths = output_paths(output)
-    check_results_file(output)
-    done = IdSet()
-    for _, record in read_records(paths["results"]):
-        if isinstance(record, dict):
-            done.add(str(record.get("custom_id")))
-            yield record
-    last_line, _ = last_error_lines(paths["errors"], done)
-    keep = set(last_line.values())
-    if keep:
-        for number, record in read_records(paths["errors"]):
-            if number in keep:
-                yield record
-
 
 def parse_stamp(stamp: Any) -> int | None:
     """A ``finished_at`` stamp (``2026-11-25T10:00:00Z``) as epoch seconds, or None."""
@@ -149,58 +118,6 @@ class _StampReader:
         return self._value
 
 
-def read_manifest(output: Path) -> dict[str, Any] | None:
-    """The output's manifest (input path, model, request parameters), or None if unreadable."""
-    try:
-        manifest = orjson.loads(output_paths(output)["manifest"].read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def run_active(output: Path) -> bool | None:
-    """Whether a run holds the output's lock now (None where flock does not exist).
-
-    The lock file keeps the pid of the last run. If no process has that pid, no run can hold the
-    lock and nothing is touched. Otherwise a shared, non-blocking flock on a fresh descriptor tells:
-    it fails while a run holds its exclusive lock, and is released at once when it succeeds (a run
-    starting in that instant would be told the output is busy: the window is a few microseconds).
-    """
-    if fcntl is None:  # pragma: no cover
-        return None
-    path = output_paths(output)["lock"]
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    try:
-        pid_text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    return True
 
 
 @dataclass
@@ -315,6 +232,7 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
     summary = Summary()
     per_second: Counter[int] = Counter()
     stamp_of = _StampReader()
+    check_results_file(output)
     for record in final_records(output):
         summary.add(record)
         second = stamp_of(record.get("finished_at"))

@@ -24,11 +24,12 @@ from conftest import (
 )
 
 from batchrun.config import load_config, output_paths
+from batchrun.ledger import run_active
 from batchrun.report import collect, write_report
 from batchrun.runner import Runner, RunResult
 from batchrun.show import IdNotFound, show
 from batchrun.sim import SimConfig, SimServer
-from batchrun.status import job_status, run_active
+from batchrun.status import job_status
 
 # Faults that are turned away before generation, so every id is billed at most once and the
 # token counts of the final records are exactly what the simulator billed.

@@ -26,8 +26,8 @@ from conftest import (
 )
 
 from batchrun.config import load_config
+from batchrun.ledger import run_active
 from batchrun.runner import Runner
-from batchrun.status import run_active
 
 RETRIED = {
     "429": "rate_limited",

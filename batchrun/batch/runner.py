@@ -21,6 +21,7 @@ import time
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchrun.batch import batch_api
 from batchrun.batch.info import ApiReply, BatchInfo
@@ -56,6 +57,10 @@ __all__ = ["RECOVERY_POLLS", "BatchRunner", "batch_api"]
 # A lost submission is looked for this many poll intervals after its t0 (240 s at the default
 # 60 s: OpenRouter's list cache is 10 s, and a new batch was seen missing for about 3 minutes).
 RECOVERY_POLLS = 4
+# Against a public provider the wait is never shorter than this, whatever --poll-interval says:
+# the longest lag seen there was about 3 minutes, and a shorter wait could pay for a batch twice.
+PROVIDER_VISIBILITY_S = 300.0
+_PUBLIC_HOSTS = ("openrouter.ai", "api.openai.com")
 _NO_BATCH_ENDPOINT = ("does not have a :batch endpoint", "does not have an eligible :batch endpoint")
 
 
@@ -474,6 +479,14 @@ class BatchRunner:
         self._budget.settle(to_nano(sub.worst_usd), 0)
         return items
 
+    def _visibility_wait(self) -> float:
+        """How long a batch may stay invisible (404, missing from the list) after its submission."""
+        wait = RECOVERY_POLLS * self.config.poll_interval_s
+        host = urlsplit(self.config.base_url).hostname or ""
+        if host.endswith(_PUBLIC_HOSTS):
+            wait = max(wait, PROVIDER_VISIBILITY_S)
+        return wait
+
     def _open_batch(self, sub: Submission, status: str | None) -> None:
         now = time.time()
         interval = self.config.poll_interval_s
@@ -492,7 +505,7 @@ class BatchRunner:
         interval = self.config.poll_interval_s
         # At least one poll interval of looking, even long after t0: a list answer cached (10 s on
         # OpenRouter) from before the batch showed could otherwise be the only one read.
-        deadline = max(sub.t0 + RECOVERY_POLLS * interval, time.time() + interval)
+        deadline = max(sub.t0 + self._visibility_wait(), time.time() + interval)
         claimed = {s.batch_id for s in journal.submissions.values() if s.batch_id and s is not sub}
         while True:
             found: list[BatchInfo] = []
@@ -545,7 +558,7 @@ class BatchRunner:
             ob.next_at = time.time() + _jitter(ob.interval)
             return
         if reply.status == 404:
-            if time.time() - ob.seen_at < RECOVERY_POLLS * interval:
+            if time.time() - ob.seen_at < self._visibility_wait():
                 ob.next_at = time.time() + _jitter(interval / 2)  # not visible yet (read-after-write lag)
                 return
             del self._open[sub.nonce]
