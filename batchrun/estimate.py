@@ -29,12 +29,13 @@ import orjson
 
 from batchrun.batch import batch_api
 from batchrun.config import JobConfig, api_key_from_env, output_paths
+from batchrun.engine.preflight import parser_for
 from batchrun.errors import ConfigError
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import result_ids
 from batchrun.price_cache import read_prices, write_prices
 from batchrun.pricing import PriceBook
-from batchrun.records import InputParser, InvalidLine
+from batchrun.records import InvalidLine
 
 __all__ = [
     "ASSUMED_LATENCY_S",
@@ -244,10 +245,7 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
     # Ids the output already has a result for: a run would not send them again.
     done_ids, _ = result_ids(output_paths(config.output)["results"])
     result.already_done = len(done_ids)
-    parser = InputParser(
-        model=config.model, params=config.params, system=config.system, template=config.template,
-        skip_ids=done_ids, budget_set=config.max_cost_usd is not None,
-    )
+    parser = parser_for(config, skip_ids=done_ids)
     low_share, high_share = 1 - INPUT_ERROR, 1 + INPUT_ERROR
     half_of_sync = batch_api(config) == "openai"  # OpenAI documents its batch price: half
     with open_input(config.input) as stream:

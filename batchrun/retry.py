@@ -1,7 +1,7 @@
 """Classify one HTTP outcome into an error kind, and choose how long to wait before a retry.
 
 Pure functions only: no I/O, no clock of their own (``now`` is passed in), so every rule is
-table-tested in ``tests/test_retry.py``. The rules follow DESIGN.md §4 and openrouter-wire.md §1, §2, §7.
+table-tested in ``tests/test_retry.py``. The rules follow docs/design.md §4 and docs/openrouter-wire.md §1, §2, §7.
 """
 
 from __future__ import annotations

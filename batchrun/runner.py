@@ -1,7 +1,7 @@
 """Run one job to its end: preflight, then the pipeline of its mode, then the result.
 
 This module composes the engine's pieces (``batchrun.engine``) and turns how a run ended into a
-``RunResult``: the summary, the exit code (DESIGN.md §5: 0, 1, 3, 130/143) and the one line that
+``RunResult``: the summary, the exit code (docs/design.md §5: 0, 1, 3, 130/143) and the one line that
 says why. It holds no policy of its own beyond that mapping.
 """
 

@@ -1,7 +1,7 @@
 """Structured outputs: which JSON Schema a request asks for, and whether a reply obeys it. Pure.
 
 The runner calls ``schema_of`` once per request and ``validate_reply`` on every HTTP-200 reply
-whose request has a schema; a failure is an ``invalid_output`` (DESIGN.md §4) with the message
+whose request has a schema; a failure is an ``invalid_output`` (docs/design.md §4) with the message
 returned here. Validators are built once per distinct schema (building one costs far more than
 validating a small reply with it) and kept in a small cache.
 """

@@ -1,4 +1,4 @@
-"""retry.py: every row of DESIGN.md §4 and openrouter-wire.md §1, §2, §7, as a table."""
+"""retry.py: every row of docs/design.md §4 and docs/openrouter-wire.md §1, §2, §7, as a table."""
 
 from __future__ import annotations
 

@@ -193,3 +193,25 @@ def test_the_plan_says_why_lines_are_invalid(tmp_path: Path, sim) -> None:
     plan = completed.stderr.splitlines()[0]
     assert "2 of the first 2 lines are invalid (rows need a template (--template" in plan
     assert "cost" not in plan
+
+
+def test_show_prints_the_body_that_was_sent_to_another_server(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(dialect="plain")  # a llama.cpp/vLLM-like server: streams get usage only if asked
+    source = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": "s1", "prompt": "hi", "stream": True,
+                                                  "max_tokens": 8}])
+    ran = run_cli("run", source, "-o", tmp_path / "out.jsonl", "--base-url", sim.base_url, "--no-progress")
+    assert ran.returncode == 0, ran.stderr
+    shown = run_cli("show", tmp_path / "out.jsonl", "s1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    request = orjson.loads(shown.stdout)["request"]
+    [sent] = [r for r in orjson.loads(_get_text(sim.root_url + "/_sim/requests"))["requests"]
+              if r.get("path", "").endswith("/chat/completions")]
+    assert request == sent["body"]
+    assert request["stream_options"] == {"include_usage": True}
+
+
+def _get_text(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return bytes(answer.read())

@@ -1,7 +1,7 @@
 """What a provider's Batch API rejects in one line, checked before the line is submitted.
 
 OpenRouter accepts a batch (202) and validates its lines afterwards: one bad line then fails the
-whole batch, with nothing run (batch-wire.md A3.6, A3.7). OpenAI also fails a whole batch at its
+whole batch, with nothing run (docs/batch-wire.md A3.6, A3.7). OpenAI also fails a whole batch at its
 first bad line (B3). Each rule here catches one such line first, so that it becomes an
 ``invalid_input`` record of its own and its batch goes out without it. Pure: a body in, a
 message (or None) out.

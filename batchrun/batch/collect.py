@@ -1,6 +1,6 @@
 """A finished batch's rows → outcomes, and the batch's cost shared out over its rows. Pure.
 
-A row comes in either shape (batch-wire.md A6.2, B4): OpenRouter's ``error`` object, or OpenAI's
+A row comes in either shape (docs/batch-wire.md A6.2, B4): OpenRouter's ``error`` object, or OpenAI's
 ``response.status_code`` with an error body. Rows with a response are judged by the sync mode's
 own ``retry.classify_response`` (an error inside a 200, a content filter, a cut-off reply...);
 OpenRouter's row error types map onto the same kinds. A row marked expired or cancelled, or

@@ -1,5 +1,5 @@
 """OpenAI's Batch API on the wire: upload a JSONL file, create the batch with the nonce in its
-metadata, read the output and error files, delete the files (batch-wire.md Part B).
+metadata, read the output and error files, delete the files (docs/batch-wire.md Part B).
 
 A lost reply of ``POST /batches`` is found again by listing batches newest first down to the
 submission's t0 and matching ``metadata.batchrun_nonce``: on OpenAI the list itself is the proof.

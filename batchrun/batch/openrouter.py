@@ -1,6 +1,6 @@
 """OpenRouter's Batch API on the wire: submit inline, get, list, results pages, delete.
 
-Routes and rules are batch-wire.md Part A: ``POST /batches`` with ``endpoint`` and ``model``
+Routes and rules are docs/batch-wire.md Part A: ``POST /batches`` with ``endpoint`` and ``model``
 before ``requests`` (202), ``GET /batches/{id}`` (402 while its cost is above the balance),
 ``GET /batches?created_after=`` (newest first, paged by ``after``), ``GET /batches/{id}/results``
 (``limit``/``cursor``; inline ``results`` on GET where that route is missing), ``DELETE``.

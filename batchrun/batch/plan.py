@@ -1,7 +1,7 @@
 """Group requests into batches and split them at the provider's caps, counted on the wire bytes.
 
 Both Batch APIs take one model per batch; OpenRouter also wants every request to a Google model
-in one batch to share one ``response_format`` (batch-wire.md A3.6). Caps: 5,000 requests and
+in one batch to share one ``response_format`` (docs/batch-wire.md A3.6). Caps: 5,000 requests and
 200 MB on OpenRouter, 50,000 and 200 MB on OpenAI (A3.5, B2). The size counted is that of the
 bytes actually sent: the whole POST body on OpenRouter (its ``requests`` array and envelope), the
 JSONL file on OpenAI. Pure: items in, chunks out, no I/O and no clock.

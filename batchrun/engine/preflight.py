@@ -21,7 +21,13 @@ from typing import Any
 import orjson
 
 from batchrun import __version__
-from batchrun.config import DEFAULT_KEY_ENV, JobConfig, api_key_from_env, output_paths
+from batchrun.config import (
+    DEFAULT_KEY_ENV,
+    DEFAULT_MODEL,
+    JobConfig,
+    api_key_from_env,
+    output_paths,
+)
 from batchrun.engine.budget import Budget, billed_in_output, estimate_cost
 from batchrun.engine.redact import Redactor
 from batchrun.errors import ConfigError, ErrorKind
@@ -36,7 +42,10 @@ from batchrun.trace import Trace
 from batchrun.transport import Transport
 from batchrun.units import duration_text, usd
 
-__all__ = ["PLAN_SAMPLE_LINES", "Preflight", "job_manifest", "parser_for", "preflight", "sim_args", "stop_hint"]
+__all__ = [
+    "PLAN_SAMPLE_LINES", "Preflight", "job_manifest", "parser_for", "parser_for_manifest",
+    "preflight", "sim_args", "stop_hint",
+]
 
 SIM_KEY = "sk-or-v1-batchrun-simulator"
 PLAN_SAMPLE_LINES = 1000  # lines parsed for the plan line's cost: exact for small jobs, fast for big
@@ -91,6 +100,21 @@ def parser_for(config: JobConfig, *, skip_ids: Collection[str] = frozenset()) ->
         keep_fields=config.keep_fields, schema=config.schema,
         ask_stream_usage=not config.speaks_openrouter,  # OpenRouter always sends stream usage
     )
+
+
+def parser_for_manifest(manifest: dict[str, Any]) -> InputParser:
+    """The parser of the job an output's manifest describes (``show`` rebuilds bodies with it)."""
+    request = manifest.get("request") or {}
+    endpoint = manifest.get("endpoint") or {}
+    config = JobConfig(
+        input=Path(str((manifest.get("input") or {}).get("path") or "")), output=Path(os.devnull),
+        model=str(manifest.get("model") or "") or DEFAULT_MODEL,
+        params=request.get("params") or {}, system=request.get("system"),
+        template=request.get("template"), schema=request.get("schema"),
+        # The manifest says whether streams were asked for usage (only non-OpenRouter servers are).
+        api="openai" if endpoint.get("ask_stream_usage") else "openrouter",
+    )
+    return parser_for(config)
 
 
 def stop_hint(config: JobConfig, kind: str, message: str, *, key_sent: bool) -> str:
