@@ -33,7 +33,7 @@ from batchrun.engine.preflight import parser_for
 from batchrun.errors import ConfigError
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import result_ids
-from batchrun.price_cache import read_prices, write_prices
+from batchrun.price_cache import load_provider_prices
 from batchrun.pricing import PriceBook
 from batchrun.records import InvalidLine
 
@@ -319,13 +319,12 @@ def price_book(config: JobConfig, *, fetch: bool = False) -> PriceBook:
     from batchrun.transport import api_root
 
     root = api_root(config.base_url)
-    if fetch:
-        payload = asyncio.run(_fetch_models(config))
-        if payload is None or not book.load_models_payload(payload, f"{root}/models (fetched now)"):
+    if fetch:  # the one network call: asked now, the cache refreshed
+        loaded = asyncio.run(load_provider_prices(book, root, lambda: _fetch_models(config), max_age_s=0.0))
+        if loaded.source != "fetched":
             raise ConfigError(f"could not fetch prices from {root}/models: no list with prices came back")
-        write_prices(root, payload)
-    elif (cached := read_prices(root)) is not None:
-        book.load_models_payload(cached.payload, cached.source())
+    else:  # no network: the list the last run cached, however old (its age is stated)
+        asyncio.run(load_provider_prices(book, root, None, max_age_s=None))
     return book
 
 

@@ -142,7 +142,7 @@ def test_estimate_fetches_prices_only_when_asked_and_then_prices_from_the_cache(
     assert fetched.returncode == 0, fetched.stderr
     data = orjson.loads(fetched.stdout)
     assert data["requests_without_price"] == {}
-    assert data["price_sources"][model].endswith("/models (fetched now)")
+    assert data["price_sources"][model] == "/models, fetched now"
     price = CATALOG[model]
     assert data["cost_usd"]["worst"] == pytest.approx(
         1.2 * data["input_tokens_est"] * price.prompt_price + 20 * 100 * price.completion_price, rel=1e-9
