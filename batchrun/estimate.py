@@ -36,6 +36,7 @@ from batchrun.ledger import result_ids
 from batchrun.price_cache import load_provider_prices
 from batchrun.pricing import PriceBook
 from batchrun.records import InvalidLine
+from batchrun.units import duration_text
 
 __all__ = [
     "ASSUMED_LATENCY_S",
@@ -220,19 +221,19 @@ class Estimate:
         durations = self.durations_s()
         at_concurrency = (
             f"at concurrency {self.concurrency} and ~{ASSUMED_LATENCY_S:g} s per request: "
-            f"~{_duration(durations['concurrency'] or 0.0)}"
+            f"~{duration_text(durations['concurrency'] or 0.0)}"
         )
         if self.rpm is None and self.tpm is None:
             return f"duration: unbounded by rate limits; {at_concurrency}"
         parts = []
         if durations["rpm"] is not None:
-            parts.append(f"rpm {self.rpm:g}: ≥ {_duration(durations['rpm'])}")
+            parts.append(f"rpm {self.rpm:g}: ≥ {duration_text(durations['rpm'])}")
         if durations["tpm"] is not None:
             parts.append(
-                f"tpm {self.tpm:g}: ≥ {_duration(durations['tpm'])} ({self.booked_tokens:,} tokens booked)"
+                f"tpm {self.tpm:g}: ≥ {duration_text(durations['tpm'])} ({self.booked_tokens:,} tokens booked)"
             )
         parts.append(at_concurrency)
-        return f"duration ~{_duration(self.duration_s)} (set by {self.binding_limit}); " + "; ".join(parts)
+        return f"duration ~{duration_text(self.duration_s)} (set by {self.binding_limit}); " + "; ".join(parts)
 
 
 def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
@@ -336,10 +337,3 @@ async def _fetch_models(config: JobConfig) -> object:
     ) as transport:
         return await transport.get_json("/models")
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -22,6 +22,7 @@ from batchrun.errors import ConfigError
 from batchrun.inputs import is_table, measure
 from batchrun.ledger import final_records, read_manifest, run_active
 from batchrun.summary import Summary
+from batchrun.units import duration_text
 
 __all__ = [
     "JobStatus",
@@ -183,7 +184,7 @@ class JobStatus:
             share = 100.0 * done / self.total_lines if self.total_lines else 100.0
             text = f"progress {done:,} of {approx}{self.total_lines:,} lines ({share:.1f} %)"
             if self.eta_s is not None:
-                text += f", ETA {_duration(self.eta_s)}"
+                text += f", ETA {duration_text(self.eta_s)}"
             elif self.active is False and self.remaining:
                 text += f"; {self.remaining:,} not finished (run the job again to resume)"
             out.append(text)
@@ -218,7 +219,7 @@ def batch_lines(batches: list[dict[str, Any]]) -> list[str]:
             state = f"collected ({b['status']})"
         text = (f"  {b['batch_id'] or '(no batch id: ' + b['state'] + ')'}  {b['model']}  {state}  "
                 f"{counts.get('completed', 0):,}/{b['requests']:,} done, {counts.get('failed', 0):,} failed"
-                f"  age {_duration(b['age_s'])}")
+                f"  age {duration_text(b['age_s'])}")
         if b["cost_usd"] is not None:
             text += f"  ${b['cost_usd']:.6f}"
         if b["purged"]:
@@ -268,11 +269,3 @@ def _iso(epoch: int | None) -> str | None:
         return None
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
