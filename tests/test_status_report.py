@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import subprocess
@@ -19,14 +18,15 @@ from conftest import (
     prompts,
     read_jsonl,
     run_cli,
+    run_job,
     start_cli,
     write_jsonl,
 )
 
-from batchrun.config import load_config, output_paths
+from batchrun.config import output_paths
 from batchrun.ledger import run_active
 from batchrun.report import collect, write_report
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import RunResult
 from batchrun.show import IdNotFound, show
 from batchrun.sim import SimConfig, SimServer
 from batchrun.status import job_status
@@ -49,7 +49,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim
     source.write_bytes(b"\n".join(lines) + b"\n")
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nmax_attempts = 3\n')
     try:
-        result = asyncio.run(Runner(load_config(job), api_key="sk-or-test").run())
+        result = run_job(job, api_key="sk-or-test")
         yield sim, result, tmp_path / "out.jsonl"
     finally:
         sim.stop()

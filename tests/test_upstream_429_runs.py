@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import orjson
-from conftest import job_file, prompts, read_jsonl, run_cli, write_jsonl
+from conftest import job_file, prompts, read_jsonl, run_cli, run_job, write_jsonl
 
-from batchrun.config import load_config
 from batchrun.events import Event, Notice
-from batchrun.runner import Runner
 
 # Far above what the simulator can answer: never binding, but with a rate set every pool-wide
 # slow-down announces itself ("slowed to N requests/min", or "paused N s" for a long pause).
@@ -31,7 +28,7 @@ def test_two_percent_upstream_429s_in_the_header_mix_leave_the_pool_alone(
                    f"[limits]\nconcurrency = 32\nrpm = {_RPM}\n")
     events: list[Event] = []
 
-    result = asyncio.run(Runner(load_config(job, {}), api_key="sk-or-test", on_event=events.append).run())
+    result = run_job(job, api_key="sk-or-test", on_event=events.append)
 
     assert result.exit_code == 0, result.message
     results = read_jsonl(tmp_path / "out.jsonl")
