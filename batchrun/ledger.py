@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class ResumeState:
     repaired_bytes: int = 0
     corrupt_lines: int = 0
     unavailable_models: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # earlier runs: when each ended, its wall
 
 
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -184,7 +185,7 @@ class Ledger:
         try:
             state = ResumeState()
             with _writable(self.paths["manifest"]):
-                state.unavailable_models = self._check_manifest(manifest, force)
+                state.unavailable_models, state.runs = self._check_manifest(manifest, force)
             for key in ("results", "errors"):
                 with _writable(self.paths[key]):
                     state.repaired_bytes += repair_tail(self.paths[key])
@@ -231,11 +232,15 @@ class Ledger:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
 
-    def _check_manifest(self, manifest: dict[str, Any], force: bool) -> list[str]:
+    def _check_manifest(
+        self, manifest: dict[str, Any], force: bool
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         path = self.paths["manifest"]
         old = _load_manifest(path)
         has_output = self.paths["results"].exists() and self.paths["results"].stat().st_size > 0
         unavailable: list[str] = list(old.get("unavailable_models", [])) if old else []
+        runs = old.get("runs") if old else None
+        past_runs = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
         if old and not force:
             differences = _manifest_differences(old, manifest, unavailable)
             if differences:
@@ -249,8 +254,18 @@ class Ledger:
                 "use --force to resume into it, or -o for a new output"
             )
         if old is None or force or old.get("model") != manifest.get("model"):
-            self.write_manifest({**manifest, "unavailable_models": unavailable})
-        return unavailable
+            self.write_manifest({**manifest, "unavailable_models": unavailable, "runs": past_runs})
+        return unavailable, past_runs
+
+    def record_run(
+        self, manifest: dict[str, Any], state: ResumeState, *, wall_s: float, mode: str,
+        unavailable: Iterable[str] = (),
+    ) -> None:
+        """Note one more run in the manifest (when it ended, its wall time), keeping the last 100."""
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        runs = [*state.runs, {"ended_at": ended, "wall_s": round(wall_s, 3), "mode": mode}][-100:]
+        models = sorted({*state.unavailable_models, *unavailable})
+        self.write_manifest({**manifest, "unavailable_models": models, "runs": runs})
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         _write_atomic(self.paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

@@ -122,10 +122,8 @@ class Runner:
             finally:
                 summary.close()
             still_failing = pre.ledger.compact_errors(pre.state.done_ids)
-            if pipeline.unavailable:
-                pre.ledger.write_manifest(
-                    {**pre.manifest, "unavailable_models": sorted(pipeline.unavailable)}
-                )
+            pre.ledger.record_run(pre.manifest, pre.state, wall_s=summary.wall_s or 0.0, mode="sync",
+                                  unavailable=pipeline.unavailable)
         return self._result(pre, pipeline, still_failing)
 
     def _result(self, pre: Preflight, pipeline: Pipeline, still_failing: int) -> RunResult:

@@ -241,8 +241,15 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
             per_second[second] += 1
     first = min(per_second) if per_second else None
     last = max(per_second) if per_second else None
-    summary.wall_s = float(max(last - first, 1)) if first is not None and last is not None else 0.0
     active = run_active(output)
+    manifest = read_manifest(output)
+    runs = manifest.get("runs") if manifest is not None else None
+    walls = [r.get("wall_s") for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+    if walls and not active:
+        # The runs' own wall times, summed: the span of the stamps misses pauses and gaps.
+        summary.wall_s = float(sum(w for w in walls if isinstance(w, (int, float))))
+    else:
+        summary.wall_s = float(max(last - first, 1)) if first is not None and last is not None else 0.0
     now_s = int(now if now is not None else datetime.now(timezone.utc).timestamp())
     end = now_s if active else last
     recent, rate = 0, 0.0
@@ -250,7 +257,8 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
         recent = sum(n for second, n in per_second.items() if end - RATE_WINDOW_S < second <= end)
         span = min(RATE_WINDOW_S, max(end - first + 1, 1))
         rate = recent / span
-    manifest = read_manifest(output) if check_input else None
+    if not check_input:
+        manifest = None
     input_path = total = None
     exact = False
     if manifest is not None:

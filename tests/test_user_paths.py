@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from conftest import (
     StderrWatch,
     cli_env,
@@ -215,3 +216,16 @@ def _get_text(url: str) -> bytes:
 
     with urllib.request.urlopen(url, timeout=10) as answer:
         return bytes(answer.read())
+
+
+def test_status_says_the_wall_time_the_runs_took(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(latency_s=0.05)
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(40))
+    job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 2\n')
+    walls = []
+    for limit in ("20", "40"):
+        ran = run_cli("run", job, "--no-progress", "--limit", limit)
+        assert ran.returncode == 0, ran.stderr
+        walls.append(float(ran.stderr.split("wall time ")[1].split(" s")[0]))
+    shown = run_cli("status", tmp_path / "out.jsonl", "--json")
+    assert orjson.loads(shown.stdout)["wall_s"] == pytest.approx(sum(walls), abs=0.02)

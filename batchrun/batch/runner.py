@@ -171,6 +171,8 @@ class BatchRunner:
             finally:
                 self.summary.close()
             still_failing = pre.ledger.compact_errors(self._done)
+            pre.ledger.record_run(pre.manifest, pre.state, wall_s=self.summary.wall_s or 0.0,
+                                  mode="batch")
         return self._result(still_failing)
 
     def _batch_price(self, model: str) -> tuple[Price | None, bool]:
