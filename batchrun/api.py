@@ -22,25 +22,14 @@ from typing import Any, TypeVar, Union
 from batchrun.config import JobConfig, load_config
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Notice
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import JobRunner, RunResult, runner_for
 
-__all__ = ["make_runner", "run", "run_async"]
+__all__ = ["run", "run_async"]
 
 Target = Union[str, Path, JobConfig]
 _OPTIONS = frozenset(f.name for f in fields(JobConfig)) - {"input"}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 T = TypeVar("T")
-
-
-def make_runner(
-    config: JobConfig, *, api_key: str | None = None, on_event: EventHandler | None = None
-) -> Runner:
-    """The runner for this job: one process, or shards on a Ray cluster (Ray imported only then)."""
-    if config.ray_address is not None:
-        from batchrun.ray.driver import RayDriver
-
-        return RayDriver(config, api_key=api_key, on_event=on_event)
-    return Runner(config, api_key=api_key, on_event=on_event)
 
 
 def _config(target: Target, options: dict[str, Any]) -> JobConfig:
@@ -70,7 +59,7 @@ async def run_async(
 ) -> RunResult:
     """Run a job (a ``.toml`` job file, an input file or a JobConfig) to its end; see ``run``."""
     config = _config(input_or_job, options)
-    return await make_runner(config, api_key=api_key, on_event=on_event).run()
+    return await runner_for(config, api_key=api_key, on_event=on_event).run()
 
 
 def run(
@@ -92,7 +81,7 @@ def run(
     (KeyboardInterrupt) stops it the graceful way.
     """
     config = _config(input_or_job, options)
-    runner = make_runner(config, api_key=api_key, on_event=on_event)
+    runner = runner_for(config, api_key=api_key, on_event=on_event)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -108,7 +97,7 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
     return uvloop.run
 
 
-def _run_here(runner: Runner, on_event: EventHandler | None) -> RunResult:
+def _run_here(runner: JobRunner, on_event: EventHandler | None) -> RunResult:
     """Run on a loop of our own in this thread, signals handled when it is the main thread."""
     if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         # A file-size limit must surface as a write error (a clean stop), not kill the process.
@@ -126,7 +115,7 @@ def _run_here(runner: Runner, on_event: EventHandler | None) -> RunResult:
 
 
 @contextlib.contextmanager
-def _signals_stop(runner: Runner, received: list[int], on_event: EventHandler | None) -> Any:
+def _signals_stop(runner: JobRunner, received: list[int], on_event: EventHandler | None) -> Any:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -152,7 +141,7 @@ def _signals_stop(runner: Runner, received: list[int], on_event: EventHandler | 
             loop.remove_signal_handler(signum)
 
 
-def _run_in_thread(runner: Runner) -> RunResult:
+def _run_in_thread(runner: JobRunner) -> RunResult:
     outcome: dict[str, Any] = {}
     started = threading.Event()
 

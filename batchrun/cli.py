@@ -164,6 +164,9 @@ def run(
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
     keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="sync (one request at a time) or batch (the provider's Batch API: about half price, minutes to hours) [default: sync]."),
+    poll_interval: Optional[float] = typer.Option(None, "--poll-interval", help="Batch mode: seconds between polls of an open batch, jittered [default: 60]."),
+    purge: bool = typer.Option(False, "--purge", help="Batch mode: delete each batch at the provider once its records are written."),
     system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
     template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Spread the job over a Ray cluster: auto (RAY_ADDRESS, else a local one) or host:port / ray://... (needs batchrun[ray])."),
@@ -182,6 +185,7 @@ def run(
         "max_cost_usd": max_cost, "limit": limit, "retry_failed": retry_failed or None,
         "force": force or None, "params": _parse_params(param), "log_path": log,
         "keep_fields": tuple(f.strip() for f in keep_fields.split(",") if f.strip()) if keep_fields else None,
+        "mode": mode, "poll_interval_s": poll_interval, "purge": purge or None,
         "system": system, "template": template,
         "ray_address": ray, "shards": shards,
     }
@@ -348,6 +352,7 @@ def sim_command(
     fault: list[str] = typer.Option([], "--fault", help="Inject a fault at a rate, e.g. --fault 429=0.02 --fault 500=0.01."),
     seed: int = typer.Option(0, "--seed", help="Seed for latency jitter and faults."),
     retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected faults."),
+    upstream_429_headers: str = typer.Option("retry-after", "--upstream-429-headers", help="How the 429 fault (an upstream provider's, as OpenRouter relays it) carries X-RateLimit-*: retry-after (not at all), ratelimit (in the headers), metadata (in error.metadata.headers) or mix (the three in turn)."),
     credits: Optional[float] = typer.Option(None, "--credits", help="USD of credits; 402 once spent."),
     api_key: list[str] = typer.Option([], "--api-key", help="Accept only these keys (default: any)."),
     dialect: str = typer.Option("openrouter", "--dialect", help="openrouter (/api/v1, usage.cost, /key), openai (/v1, no cost, unknown fields refused) or plain (/v1, no cost, no key: llama.cpp, vLLM, Ollama)."),
@@ -384,6 +389,7 @@ def sim_command(
         config = SimConfig(
             port=port, latency_s=latency, latency_jitter_s=jitter, rpm=rpm, tpm=tpm,
             rate_window_s=rate_window, faults=parse_faults(fault), seed=seed, retry_after_s=retry_after,
+            upstream_429_headers=upstream_429_headers,
             credits_usd=credits, api_keys=frozenset(api_key) if api_key else None,
             dialect=dialect,  # type: ignore[arg-type]  # checked by SimConfig
             report_cost=not no_cost,

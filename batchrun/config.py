@@ -28,7 +28,9 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MODEL",
+    "DEFAULT_POLL_INTERVAL_S",
     "DEFAULT_TIMEOUT_S",
+    "MODES",
     "JobConfig",
     "load_config",
     "output_paths",
@@ -43,6 +45,9 @@ DEFAULT_TIMEOUT_S = 300.0
 # A stream silent this long (not even OpenRouter's keep-alive comments, sent every few seconds)
 # is dead, whatever the per-attempt timeout still allows.
 DEFAULT_STREAM_IDLE_S = 60.0
+# Batch mode: seconds between polls of an open batch (jittered, and stretched while it is unchanged).
+DEFAULT_POLL_INTERVAL_S = 60.0
+MODES = ("sync", "batch")
 SIM = "sim"
 # What the server speaks beyond chat completions: "openrouter" serves GET /key and /models with
 # prices, and is sent the OpenRouter key; "openai" (any other OpenAI-compatible server) does not;
@@ -52,10 +57,11 @@ APIS = ("auto", "openrouter", "openai")
 _TOP_KEYS = frozenset({
     "input", "output", "model", "base_url", "api_key_env", "system", "template", "params",
     "limits", "headers", "pricing", "retry", "sim", "schema", "keep_fields", "schema_retries", "api",
-    "ray", "shards",
+    "mode", "purge", "ray", "shards",
 })
 _LIMIT_KEYS = frozenset({
     "rpm", "tpm", "concurrency", "max_attempts", "timeout_s", "stream_idle_s", "max_cost_usd",
+    "poll_interval_s", "max_batch_requests",
 })
 _RETRY_KEYS = frozenset({"backoff_base_s", "backoff_cap_s"})
 
@@ -93,6 +99,10 @@ class JobConfig:
     schema_retries: int = 2  # extra attempts for a reply that fails its schema
     keep_fields: tuple[str, ...] = ()  # input fields copied into each record's metadata
     sim: Mapping[str, Any] = field(default_factory=dict)  # options for the simulator under --sim
+    mode: str = "sync"  # one of MODES: "batch" goes through the provider's Batch API (half price)
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S  # batch mode: how often an open batch is polled
+    purge: bool = False  # batch mode: delete each batch at the provider once its records are synced
+    max_batch_requests: int | None = None  # batch mode: fewer requests per batch than the provider's cap
     ray_address: str | None = None  # --ray: "auto" or a cluster address; None runs in this process
     shards: int | None = None  # --shards under --ray [default: the output's, else the cluster's CPUs]
 
@@ -101,6 +111,13 @@ class JobConfig:
         _positive_int("max_attempts", self.max_attempts)
         _positive_number("timeout_s", self.timeout_s)
         _positive_number("stream_idle_s", self.stream_idle_s)
+        _positive_number("poll_interval_s", self.poll_interval_s)
+        if self.max_batch_requests is not None:
+            _positive_int("max_batch_requests", self.max_batch_requests)
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not isinstance(self.purge, bool):
+            raise ConfigError(f"purge must be true or false, got {self.purge!r}")
         if self.api not in APIS:
             raise ConfigError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         for name in ("rpm", "tpm", "max_cost_usd"):
@@ -121,6 +138,9 @@ class JobConfig:
             _positive_int("shards", self.shards)
             if self.ray_address is None:
                 raise ConfigError("shards needs ray: add --ray auto (or --ray ADDRESS), or drop --shards")
+        if self.ray_address is not None and self.mode != "sync":
+            raise ConfigError("--ray spreads a sync job over a cluster; --mode batch hands the job to the "
+                              "provider's Batch API: drop one of them")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
             raise ConfigError(f"limit must be a whole number >= 0, got {self.limit!r}")
         if not isinstance(self.model, str) or not self.model:
@@ -215,7 +235,7 @@ def _read_job(path: Path) -> dict[str, Any]:
     for table in ("params", "headers", "pricing", "sim"):
         if not isinstance(job.get(table, {}), dict):
             raise ConfigError(f"[{table}] in {path} must be a table")
-    return job
+    return dict(job)
 
 
 def _sim_options(table: Mapping[str, Any], where: Path) -> dict[str, Any]:
@@ -346,7 +366,7 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
         values["input"] = (base / job["input"]).resolve()
         if "output" in job:
             values["output"] = (base / job["output"]).resolve()
-        for key in ("model", "base_url", "api", "api_key_env", "system", "template"):
+        for key in ("model", "base_url", "api", "api_key_env", "system", "template", "mode"):
             if key in job:
                 if not isinstance(job[key], str):
                     raise ConfigError(f"{key} in {target} must be a string")
@@ -366,6 +386,8 @@ def load_config(target: Path, overrides: Mapping[str, Any] | None = None) -> Job
             values["keep_fields"] = tuple(fields_)
         if "schema_retries" in job:
             values["schema_retries"] = job["schema_retries"]
+        if "purge" in job:
+            values["purge"] = job["purge"]
         if "ray" in job:
             values["ray_address"] = job["ray"]
         if "shards" in job:

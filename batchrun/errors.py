@@ -7,7 +7,7 @@
     ├── IdNotFound                `show` was given an id the output has no record of (exit 1)
     └── JobStopped                the job stopped early for a job-level reason (exit 3, resumable)
 
-Per-request failures are not exceptions: they are *kinds* (DESIGN.md §4) carried in
+Per-request failures are not exceptions: they are *kinds* (docs/design.md §4) carried in
 ``error.code`` of an error record. ``TransportFailure`` is the only exception raised per
 request, and only inside ``transport.py``'s caller.
 """

@@ -27,13 +27,16 @@ from typing import Any
 
 import orjson
 
+from batchrun.batch import batch_api
 from batchrun.config import JobConfig, api_key_from_env, output_paths
+from batchrun.engine.preflight import parser_for
 from batchrun.errors import ConfigError
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import result_ids
-from batchrun.price_cache import read_prices, write_prices
+from batchrun.price_cache import load_provider_prices
 from batchrun.pricing import PriceBook
-from batchrun.records import InputParser, InvalidLine
+from batchrun.records import InvalidLine
+from batchrun.units import duration_text
 
 __all__ = [
     "ASSUMED_LATENCY_S",
@@ -76,6 +79,12 @@ class Estimate:
     concurrency: int = 1
     booked_tokens: int = 0  # what a tpm limiter books: prompt estimate + max_tokens
     price_sources: dict[str, str | None] = field(default_factory=dict)  # model -> where its price is from
+    # The same requests through the provider's Batch API (--mode batch), at each model's batch price.
+    batch_low: float = 0.0
+    batch_expected: float = 0.0
+    batch_worst: float = 0.0
+    batch_unpriced: Counter[str] = field(default_factory=Counter)  # model -> requests, no batch price
+    batch_price_sources: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def worst_bounded(self) -> bool:
@@ -120,6 +129,13 @@ class Estimate:
                 "worst": self.cost_worst if self.worst_bounded else None,
                 "worst_bounded_part": self.cost_worst,
             },
+            "batch_cost_usd": {
+                "low": self.batch_low,
+                "expected": self.batch_expected,
+                "worst": self.batch_worst if self.unbounded == 0 and not self.batch_unpriced else None,
+            },
+            "requests_without_batch_price": dict(self.batch_unpriced),
+            "batch_price_sources": dict(self.batch_price_sources),
             "requests_without_price": dict(self.unpriced),
             "price_sources": dict(self.price_sources),
             "duration_s": {**self.durations_s(), "estimate": self.duration_s, "binding": self.binding_limit},
@@ -172,9 +188,28 @@ class Estimate:
             + (f" ({ASSUMED_UNBOUNDED_OUTPUT} tokens without one)" if self.unbounded else "")
             + f"; worst = input at {1 + INPUT_ERROR:.0%} + all of max_tokens, each request billed once"
         )
+        out.append(self._batch_line())
         out.append(self._duration_line())
         return out
 
+    def _batch_line(self) -> str:
+        """The same requests at the batch price (--mode batch), beside the sync figures above."""
+        if self.batch_unpriced:
+            names = ", ".join(sorted(self.batch_unpriced))
+            return (f"batch (--mode batch): no batch price known for {names} (the provider lists it as "
+                    f"MODEL:batch in /models; or add [pricing.\"MODEL:batch\"])")
+        if not self.requests:
+            return "batch (--mode batch): nothing to send"
+        bounded = self.unbounded == 0
+        worst = f"${self.batch_worst:.6f}" if bounded else "unbounded"
+        text = (f"batch (--mode batch): low ${self.batch_low:.6f}  expected ${self.batch_expected:.6f}  "
+                f"worst {worst}")
+        if self.cost_expected > 0 and not self.unpriced:
+            text += f"  ({1 - self.batch_expected / self.cost_expected:.0%} less than sync)"
+        priced = sorted({where for where in self.batch_price_sources.values() if where})
+        if priced:
+            text += "; batch prices from " + "; ".join(priced)
+        return text + "; results in minutes to hours"
     def _top_reason(self) -> dict[str, Any] | None:
         """The most common reason lines are invalid, with how many lines give it."""
         if not self.invalid_reasons:
@@ -186,19 +221,19 @@ class Estimate:
         durations = self.durations_s()
         at_concurrency = (
             f"at concurrency {self.concurrency} and ~{ASSUMED_LATENCY_S:g} s per request: "
-            f"~{_duration(durations['concurrency'] or 0.0)}"
+            f"~{duration_text(durations['concurrency'] or 0.0)}"
         )
         if self.rpm is None and self.tpm is None:
             return f"duration: unbounded by rate limits; {at_concurrency}"
         parts = []
         if durations["rpm"] is not None:
-            parts.append(f"rpm {self.rpm:g}: ≥ {_duration(durations['rpm'])}")
+            parts.append(f"rpm {self.rpm:g}: ≥ {duration_text(durations['rpm'])}")
         if durations["tpm"] is not None:
             parts.append(
-                f"tpm {self.tpm:g}: ≥ {_duration(durations['tpm'])} ({self.booked_tokens:,} tokens booked)"
+                f"tpm {self.tpm:g}: ≥ {duration_text(durations['tpm'])} ({self.booked_tokens:,} tokens booked)"
             )
         parts.append(at_concurrency)
-        return f"duration ~{_duration(self.duration_s)} (set by {self.binding_limit}); " + "; ".join(parts)
+        return f"duration ~{duration_text(self.duration_s)} (set by {self.binding_limit}); " + "; ".join(parts)
 
 
 def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
@@ -211,11 +246,9 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
     # Ids the output already has a result for: a run would not send them again.
     done_ids, _ = result_ids(output_paths(config.output)["results"])
     result.already_done = len(done_ids)
-    parser = InputParser(
-        model=config.model, params=config.params, system=config.system, template=config.template,
-        skip_ids=done_ids, budget_set=config.max_cost_usd is not None,
-    )
+    parser = parser_for(config, skip_ids=done_ids)
     low_share, high_share = 1 - INPUT_ERROR, 1 + INPUT_ERROR
+    half_of_sync = batch_api(config) == "openai"  # OpenAI documents its batch price: half
     with open_input(config.input) as stream:
         for number, raw in iter_lines(stream):
             if config.limit is not None and result.lines_read >= config.limit:
@@ -243,14 +276,26 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
                 result.unbounded += 1
             else:
                 result.output_tokens_worst += max_tokens
+            expected_output = (
+                ASSUMED_UNBOUNDED_OUTPUT if max_tokens is None else EXPECTED_OUTPUT_SHARE * max_tokens
+            )
+            batch_price = prices.batch_price(item.model, half_of_sync=half_of_sync)
+            if item.model not in result.batch_price_sources:
+                result.batch_price_sources[item.model] = prices.batch_source(
+                    item.model, half_of_sync=half_of_sync)
+            if batch_price is None:
+                result.batch_unpriced[item.model] += 1
+            else:
+                result.batch_low += low_share * prompt * batch_price.prompt
+                result.batch_expected += prompt * batch_price.prompt + expected_output * batch_price.completion
+                if max_tokens is not None:
+                    result.batch_worst += high_share * prompt * batch_price.prompt \
+                        + max_tokens * batch_price.completion
             price = prices.get(item.model)
             if price is None:
                 result.unpriced[item.model] += 1
                 continue
             result.cost_low += low_share * prompt * price.prompt
-            expected_output = (
-                ASSUMED_UNBOUNDED_OUTPUT if max_tokens is None else EXPECTED_OUTPUT_SHARE * max_tokens
-            )
             result.cost_expected += prompt * price.prompt + expected_output * price.completion
             if max_tokens is not None:
                 result.cost_worst += high_share * prompt * price.prompt + max_tokens * price.completion
@@ -275,13 +320,12 @@ def price_book(config: JobConfig, *, fetch: bool = False) -> PriceBook:
     from batchrun.transport import api_root
 
     root = api_root(config.base_url)
-    if fetch:
-        payload = asyncio.run(_fetch_models(config))
-        if payload is None or not book.load_models_payload(payload, f"{root}/models (fetched now)"):
+    if fetch:  # the one network call: asked now, the cache refreshed
+        loaded = asyncio.run(load_provider_prices(book, root, lambda: _fetch_models(config), max_age_s=0.0))
+        if loaded.source != "fetched":
             raise ConfigError(f"could not fetch prices from {root}/models: no list with prices came back")
-        write_prices(root, payload)
-    elif (cached := read_prices(root)) is not None:
-        book.load_models_payload(cached.payload, cached.source())
+    else:  # no network: the list the last run cached, however old (its age is stated)
+        asyncio.run(load_provider_prices(book, root, None, max_age_s=None))
     return book
 
 
@@ -293,10 +337,3 @@ async def _fetch_models(config: JobConfig) -> object:
     ) as transport:
         return await transport.get_json("/models")
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -15,7 +15,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +25,9 @@ from batchrun.config import output_paths
 from batchrun.errors import ConfigError
 from batchrun.idset import IdSet
 from batchrun.inputs import TableRow, is_table, iter_lines, open_input
+from batchrun.ledger import final_records, read_manifest
 from batchrun.schema import reply_text
-from batchrun.status import check_results_file, final_records
+from batchrun.status import check_results_file
 
 __all__ = ["ExportResult", "export"]
 
@@ -71,8 +72,9 @@ def export(
         raise ConfigError(f"--format must be csv or jsonl, got {fmt!r}")
     check_results_file(output)
     paths = output_paths(output)
-    source = input_path or _manifest_input(paths["manifest"], output)
-    parse_json = _asks_for_json(paths["manifest"])
+    manifest = read_manifest(output)
+    source = input_path or _manifest_input(manifest, paths["manifest"], output)
+    parse_json = _asks_for_json(manifest)
     labels, parsed_keys = _load_labels(paths["results"], parse_json)
     if destination is None:
         stem = paths["manifest"].name[: -len(".manifest.json")]
@@ -88,15 +90,11 @@ def export(
 
 # -- reading --------------------------------------------------------------------------------------
 
-def _manifest_input(manifest: Path, output: Path) -> Path:
-    try:
-        doc = orjson.loads(manifest.read_bytes())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no manifest beside {output} ({manifest.name}): give the results file "
-                          "of a batchrun job, or the input with --input") from exc
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the manifest {manifest}: {exc}") from exc
-    path = (doc.get("input") or {}).get("path") if isinstance(doc, dict) else None
+def _manifest_input(doc: dict[str, Any] | None, manifest: Path, output: Path) -> Path:
+    if doc is None:
+        raise ConfigError(f"no readable manifest beside {output} ({manifest.name}): give the results "
+                          "file of a batchrun job, or the input with --input")
+    path = (doc.get("input") or {}).get("path")
     if not isinstance(path, str):
         raise ConfigError(f"the manifest {manifest} names no input: give it with --input")
     source = Path(path)
@@ -105,14 +103,13 @@ def _manifest_input(manifest: Path, output: Path) -> Path:
     return source
 
 
-def _asks_for_json(manifest: Path) -> bool:
+def _asks_for_json(doc: dict[str, Any] | None) -> bool:
     """Whether the job's own params ask for JSON replies (then text is parsed when no ``parsed``)."""
     try:
-        doc = orjson.loads(manifest.read_bytes())
-        params = doc["request"]["params"]
-        return params["response_format"]["type"] in ("json_schema", "json_object")
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        kind = doc["request"]["params"]["response_format"]["type"]  # type: ignore[index]
+    except (KeyError, TypeError):
         return False
+    return kind in ("json_schema", "json_object")
 
 
 def _load_labels(output: Path, parse_json: bool) -> tuple[dict[str, dict[str, Any]], dict[str, None]]:
@@ -287,7 +284,7 @@ class _Columns:
 
 # -- writing --------------------------------------------------------------------------------------
 
-def _write_atomic(destination: Path, write: Any) -> tuple[int, int]:
+def _write_atomic(destination: Path, write: Callable[[Any], tuple[int, int]]) -> tuple[int, int]:
     if destination.is_dir():
         raise ConfigError(f"{destination} is a folder: give the export's file name with -o")
     try:

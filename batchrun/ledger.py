@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError, ErrorKind, JobStopped, OutputLocked, ResumeMismatch
+from batchrun.fdlimit import is_too_many_files, too_many_files_hint
 from batchrun.idset import IdSet
 
 try:
@@ -31,7 +32,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock, documented
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MANIFEST_FORMAT", "Ledger", "ResumeState", "last_error_lines", "read_records", "result_ids"]
+__all__ = [
+    "MANIFEST_FORMAT", "Ledger", "ResumeState", "final_records", "last_error_lines", "read_manifest",
+    "read_records", "repair_tail", "result_ids", "run_active",
+]
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -49,6 +53,7 @@ class ResumeState:
     repaired_bytes: int = 0
     corrupt_lines: int = 0
     unavailable_models: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # earlier runs: when each ended, its wall
 
 
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -83,7 +88,7 @@ def last_error_lines(path: Path, done_ids: Container[str]) -> tuple[dict[str, in
     return last, total
 
 
-def _repair_tail(path: Path) -> int:
+def repair_tail(path: Path) -> int:
     """Cut a torn last line (one with no line end) off ``path``; return the bytes removed."""
     try:
         size = os.path.getsize(path)
@@ -118,6 +123,8 @@ def _writable(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if is_too_many_files(exc):
+            raise ConfigError(f"cannot open the output {path}: {too_many_files_hint(exc)}") from exc
         raise ConfigError(
             f"cannot write the output {path}: {exc.strerror or exc} "
             "(make it writable, or choose another output with -o)"
@@ -135,10 +142,17 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if is_too_many_files(exc):  # the results are safe; the rewrite waits for the next run
+            raise JobStopped(
+                f"cannot rewrite {path}: {too_many_files_hint(exc)}", ErrorKind.OUTPUT_ERROR
+            ) from exc
+        raise
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -171,13 +185,19 @@ class Ledger:
         try:
             state = ResumeState()
             with _writable(self.paths["manifest"]):
-                state.unavailable_models = self._check_manifest(manifest, force)
+                state.unavailable_models, state.runs = self._check_manifest(manifest, force)
             for key in ("results", "errors"):
                 with _writable(self.paths[key]):
-                    state.repaired_bytes += _repair_tail(self.paths[key])
+                    state.repaired_bytes += repair_tail(self.paths[key])
             self._scan(state)
             self._results_fd = self._open_append(self.paths["results"])
             self._errors_fd = self._open_append(self.paths["errors"])
+        except OSError as exc:
+            self.close()
+            if is_too_many_files(exc):  # nothing was sent yet: a setting to fix, not a traceback
+                raise ConfigError(f"cannot open the output {self.paths['results']}: "
+                                  f"{too_many_files_hint(exc)}") from exc
+            raise
         except BaseException:
             self.close()
             raise
@@ -192,6 +212,8 @@ class Ledger:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if is_too_many_files(exc):
+                raise ConfigError(f"cannot open {path}: {too_many_files_hint(exc)}") from exc
             raise ConfigError(f"cannot write in the output folder {path.parent}: {exc.strerror or exc}") from exc
         if fcntl is not None:
             try:
@@ -210,16 +232,15 @@ class Ledger:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
 
-    def _check_manifest(self, manifest: dict[str, Any], force: bool) -> list[str]:
+    def _check_manifest(
+        self, manifest: dict[str, Any], force: bool
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         path = self.paths["manifest"]
-        old: dict[str, Any] | None = None
-        if path.exists():
-            try:
-                old = orjson.loads(path.read_bytes())
-            except (orjson.JSONDecodeError, OSError):
-                old = None
+        old = _load_manifest(path)
         has_output = self.paths["results"].exists() and self.paths["results"].stat().st_size > 0
         unavailable: list[str] = list(old.get("unavailable_models", [])) if old else []
+        runs = old.get("runs") if old else None
+        past_runs = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
         if old and not force:
             differences = _manifest_differences(old, manifest, unavailable)
             if differences:
@@ -233,8 +254,18 @@ class Ledger:
                 "use --force to resume into it, or -o for a new output"
             )
         if old is None or force or old.get("model") != manifest.get("model"):
-            self.write_manifest({**manifest, "unavailable_models": unavailable})
-        return unavailable
+            self.write_manifest({**manifest, "unavailable_models": unavailable, "runs": past_runs})
+        return unavailable, past_runs
+
+    def record_run(
+        self, manifest: dict[str, Any], state: ResumeState, *, wall_s: float, mode: str,
+        unavailable: Iterable[str] = (),
+    ) -> None:
+        """Note one more run in the manifest (when it ended, its wall time), keeping the last 100."""
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        runs = [*state.runs, {"ended_at": ended, "wall_s": round(wall_s, 3), "mode": mode}][-100:]
+        models = sorted({*state.unavailable_models, *unavailable})
+        self.write_manifest({**manifest, "unavailable_models": models, "runs": runs})
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         _write_atomic(self.paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -297,17 +328,24 @@ class Ledger:
         open append descriptor writes nothing more), so a crash leaves it either whole or gone.
         """
         path = self.paths["errors"]
-        last, total = last_error_lines(path, done_ids)
-        if not last:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                _fsync_dir(path.parent)
-            return 0
-        if len(last) == total:
-            return total
-        keep = set(last.values())
-        with open(path, "rb") as f:
-            data = b"".join(line for number, line in enumerate(f, 1) if number in keep)
+        try:
+            last, total = last_error_lines(path, done_ids)
+            if not last:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    _fsync_dir(path.parent)
+                return 0
+            if len(last) == total:
+                return total
+            keep = set(last.values())
+            with open(path, "rb") as f:
+                data = b"".join(line for number, line in enumerate(f, 1) if number in keep)
+        except OSError as exc:
+            if is_too_many_files(exc):  # the results are safe; the next run compacts the errors
+                raise JobStopped(
+                    f"cannot compact {path}: {too_many_files_hint(exc)}", ErrorKind.OUTPUT_ERROR
+                ) from exc
+            raise
         _write_atomic(path, data)
         return len(last)
 
@@ -397,3 +435,81 @@ def _manifest_differences(old: dict[str, Any], new: dict[str, Any], unavailable:
 def _short(value: Any) -> str:
     text = orjson.dumps(value).decode()
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_manifest(output: Path) -> dict[str, Any] | None:
+    """The output's manifest (input path, model, request parameters), or None if unreadable."""
+    return _load_manifest(output_paths(output)["manifest"])
+
+
+def _load_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def final_records(output: Path) -> Iterator[dict[str, Any]]:
+    """Yield each id's final record: every results line, then the last errors line of ids without one.
+
+    Memory grows with the number of ids, never with the size of the records: the errors file is read
+    twice (once to find each id's last line, once to yield those lines) instead of being held.
+    """
+    paths = output_paths(output)
+    done = IdSet()
+    for _, record in read_records(paths["results"]):
+        if isinstance(record, dict):
+            done.add(str(record.get("custom_id")))
+            yield record
+    last_line, _ = last_error_lines(paths["errors"], done)
+    keep = set(last_line.values())
+    if keep:
+        for number, record in read_records(paths["errors"]):
+            if number in keep:
+                yield record
+
+
+def run_active(output: Path) -> bool | None:
+    """Whether a run holds the output's lock now (None where flock does not exist).
+
+    The lock file keeps the pid of the last run. If no process has that pid, no run can hold the
+    lock and nothing is touched. Otherwise a shared, non-blocking flock on a fresh descriptor tells:
+    it fails while a run holds its exclusive lock, and is released at once when it succeeds (a run
+    starting in that instant would be told the output is busy: the window is a few microseconds).
+    """
+    if fcntl is None:  # pragma: no cover
+        return None
+    path = output_paths(output)["lock"]
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        pid_text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True

@@ -15,17 +15,20 @@ import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
 
+from batchrun.pricing import PriceBook
 from batchrun.units import duration_text
 
 __all__ = [
-    "MAX_AGE_S", "CachedPrices", "cache_dir", "cache_file", "read_prices", "write_prices",
+    "MAX_AGE_S", "CachedPrices", "PriceLoad", "cache_dir", "cache_file", "load_provider_prices", "read_prices",
+    "write_prices",
 ]
 
 MAX_AGE_S = 24 * 3600.0  # older than this, a run fetches the list again
@@ -102,3 +105,41 @@ def write_prices(api_root: str, payload: Any, now: float | None = None) -> Path 
             tmp.unlink()
         return None
     return path
+
+
+async def load_provider_prices(
+    book: PriceBook,
+    api_root: str,
+    fetch: Callable[[], Awaitable[Any]] | None,
+    *,
+    max_age_s: float | None = MAX_AGE_S,
+    use_cache: bool = True,
+) -> PriceLoad:
+    """Load the provider's prices into ``book``: the one policy, for ``run`` and ``estimate``.
+
+    The cached list is used while younger than ``max_age_s`` (None: whatever its age); else
+    ``fetch`` (``GET /models``) is asked and its answer cached; when it brings nothing, a stale
+    cached list is used all the same, with a notice for the user.
+    """
+    cached = read_prices(api_root) if use_cache else None
+    if cached is not None and (max_age_s is None or cached.age_s() < max_age_s):
+        book.load_models_payload(cached.payload, cached.source())
+        return PriceLoad("cache")
+    payload = await fetch() if fetch is not None else None
+    if payload is not None and book.load_models_payload(payload, "/models, fetched now"):
+        if use_cache:
+            write_prices(api_root, payload)
+        return PriceLoad("fetched")
+    if cached is not None:
+        book.load_models_payload(cached.payload, cached.source() + ", no fresh list")
+        age = duration_text(cached.age_s())
+        return PriceLoad("stale", f"could not fetch {api_root}/models: using the list cached {age} ago")
+    return PriceLoad("none")
+
+
+@dataclass(frozen=True)
+class PriceLoad:
+    """Where ``load_provider_prices`` found the prices, and what to tell the user about it."""
+
+    source: Literal["cache", "fetched", "stale", "none"]
+    notice: str | None = None

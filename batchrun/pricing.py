@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUILTIN_PRICES", "Price", "PriceBook", "price_from_listing", "response_cost", "usage_of"]
+__all__ = ["BATCH_DISCOUNT", "BUILTIN_PRICES", "Price", "PriceBook", "price_from_listing", "response_cost", "usage_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,19 @@ BUILTIN_PRICES: Mapping[str, Price] = {
 }
 
 
+BATCH_DISCOUNT = 0.5  # OpenAI's Batch API price: half the standard one
+
+
+def _scaled(price: Price, factor: float) -> Price:
+    def times(value: float | None) -> float | None:
+        return None if value is None else value * factor
+
+    return Price(
+        price.prompt * factor, price.completion * factor, times(price.cached_prompt),
+        times(price.cache_write), times(price.reasoning), price.request * factor,
+    )
+
+
 class PriceBook:
     """Looks a model's price up: job overrides, then the provider's list, then the built-in table."""
 
@@ -88,6 +101,30 @@ class PriceBook:
         if not model:
             return None
         return self._overrides.get(model) or self._provider.get(model) or self._builtin.get(model)
+
+    def batch_price(self, model: str | None, *, half_of_sync: bool = False) -> Price | None:
+        """The model's Batch API price: its ``<model>:batch`` entry (job ``[pricing]``, then the
+        provider's ``/models``); else, with ``half_of_sync`` (OpenAI documents 50 %), half its price.
+
+        None when no batch price is known: OpenRouter's discount differs by model, so it is not guessed.
+        """
+        if not model:
+            return None
+        own = self._overrides.get(model + ":batch") or self._provider.get(model + ":batch")
+        if own is not None:
+            return own
+        sync = self.get(model) if half_of_sync else None
+        return None if sync is None else _scaled(sync, BATCH_DISCOUNT)
+
+    def batch_source(self, model: str, *, half_of_sync: bool = False) -> str | None:
+        """Where ``batch_price(model)`` comes from, in words; None when there is none."""
+        if model + ":batch" in self._overrides:
+            return f"the job's [pricing.\"{model}:batch\"]"
+        if model + ":batch" in self._provider:
+            return f"{self.provider_source} ({model}:batch)"
+        if half_of_sync and self.get(model) is not None:
+            return f"half of the price from {self.source(model)}"
+        return None
 
     def source(self, model: str) -> str | None:
         """Where ``get(model)`` comes from, in words; None when there is no price."""

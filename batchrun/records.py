@@ -1,6 +1,6 @@
-"""Input line → request, and outcome → output record. Pure: no I/O, no clock of its own.
+"""Input line → request, and outcome → output record. No I/O; records get a random id and a time stamp.
 
-The four input shapes and their rules are DESIGN.md §1; the output record is §2.
+The four input shapes and their rules are docs/design.md §1; the output record is §2.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import ConfigError
-from batchrun.status import JobStatus, final_records, job_status, parse_stamp
+from batchrun.ledger import final_records
+from batchrun.status import JobStatus, check_results_file, job_status, parse_stamp
 from batchrun.summary import percentile
 
 __all__ = ["ReportData", "collect", "render", "write_report"]
@@ -35,14 +36,14 @@ _KIND_COLORS = ["#d0453b", "#e6932e", "#8e5fb8", "#c23d80", "#1b9e9e", "#b89b2e"
 class ReportData:
     """Per-record figures of a job's final records, kept compactly (arrays, not records)."""
 
-    second: array = field(default_factory=lambda: array("q"))  # finished_at, epoch seconds
-    ok: array = field(default_factory=lambda: array("b"))  # 1 success, 0 failure
+    second: array[int] = field(default_factory=lambda: array("q"))  # finished_at, epoch seconds
+    ok: array[int] = field(default_factory=lambda: array("b"))  # 1 success, 0 failure
     kind: list[str | None] = field(default_factory=list)  # None: success
-    retried: array = field(default_factory=lambda: array("b"))  # 1: succeeded after a retry
-    cost: array = field(default_factory=lambda: array("d"))
-    latency: array = field(default_factory=lambda: array("d"))  # successes only
-    prompt_tokens: array = field(default_factory=lambda: array("q"))  # records with usage
-    completion_tokens: array = field(default_factory=lambda: array("q"))
+    retried: array[int] = field(default_factory=lambda: array("b"))  # 1: succeeded after a retry
+    cost: array[float] = field(default_factory=lambda: array("d"))
+    latency: array[float] = field(default_factory=lambda: array("d"))  # successes only
+    prompt_tokens: array[int] = field(default_factory=lambda: array("q"))  # records with usage
+    completion_tokens: array[int] = field(default_factory=lambda: array("q"))
     attempts: Counter[int] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
 
@@ -52,6 +53,7 @@ def collect(output: Path) -> ReportData:
     data = ReportData()
     last_stamp: Any = None
     last_second = -1
+    check_results_file(output)
     for record in final_records(output):
         stamp = record.get("finished_at")
         if stamp != last_stamp:
@@ -506,8 +508,8 @@ def _nice_step(raw: float, *, whole: bool = False) -> float:
         if whole and factor == 2.5 and magnitude < 10:
             continue  # counts get whole-number ticks
         if raw <= factor * magnitude:
-            return factor * magnitude
-    return 10 * magnitude
+            return float(factor * magnitude)
+    return float(10 * magnitude)
 
 
 def _nice_ticks(lo: float, hi: float, *, count: int = 5, inside: bool = False,

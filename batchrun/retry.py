@@ -1,7 +1,7 @@
 """Classify one HTTP outcome into an error kind, and choose how long to wait before a retry.
 
 Pure functions only: no I/O, no clock of their own (``now`` is passed in), so every rule is
-table-tested in ``tests/test_retry.py``. The rules follow DESIGN.md §4 and openrouter-wire.md §1, §2, §7.
+table-tested in ``tests/test_retry.py``. The rules follow docs/design.md §4 and docs/openrouter-wire.md §1, §2, §7.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from batchrun.errors import ErrorKind
 __all__ = [
     "Verdict",
     "backoff",
-    "classify_failure",
     "classify_response",
+    "names_upstream",
+    "own_limit",
     "parse_duration",
     "parse_retry_after",
     "retry_wait",
@@ -39,6 +40,9 @@ _MODEL_GONE = re.compile(
     re.IGNORECASE,
 )
 _MODEL_AVAILABILITY_CODES = frozenset({"model_not_found", "model_deprecated", "model_retired"})
+# How OpenRouter says a provider behind it refused this one request (wire §1, §2).
+_UPSTREAM_TEXT = re.compile(r"rate-limited upstream|provider returned error", re.IGNORECASE)
+_OWN_REMAINING = ("x-ratelimit-remaining", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +54,9 @@ class Verdict:
     body: Any = None  # the parsed JSON body, or the text of a non-JSON one
     retry_after: float | None = None  # seconds the server asked us to wait
     fallback_models: tuple[str, ...] = ()
-    over_limit: bool = False  # the server says we hit its own limit: slow the whole pool down
+    over_limit: bool = False  # the server says we hit the client's own limit: slow the whole pool
+    upstream: bool = False  # a 429 from a busy provider behind the server: this request's alone
 
-    @property
-    def ok(self) -> bool:
-        return self.kind is None
 
 
 def classify_response(
@@ -70,11 +72,6 @@ def classify_response(
     if status == 200:
         return _classify_ok_status(body, schema_required)
     return _classify_error_status(status, _lowercase(headers), body, now)
-
-
-def classify_failure(kind: str, message: str) -> Verdict:
-    """A request with no complete answer (timeout, reset, torn body): always worth a retry."""
-    return Verdict(kind, message)
 
 
 def _parse_body(raw: bytes) -> Any:
@@ -94,7 +91,8 @@ def _lowercase(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _error_of(body: Any) -> dict[str, Any]:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body["error"]
+        error: dict[str, Any] = body["error"]
+        return error
     return {}
 
 
@@ -113,7 +111,7 @@ def _message_of(body: Any, fallback: str) -> str:
             return f"{message}: {raw[:300]}"
         return message
     if isinstance(body, dict) and isinstance(body.get("detail"), str) and body["detail"]:
-        return body["detail"][:300]  # FastAPI's error shape (llama-cpp-python's server, many proxies)
+        return str(body["detail"][:300])  # FastAPI's error shape (llama-cpp-python's server, many proxies)
     if isinstance(body, str) and body:
         if body.lstrip()[:1] == "<":
             return f"{fallback} (an HTML page, likely from a proxy)"
@@ -126,8 +124,11 @@ def _classify_ok_status(body: Any, schema_required: bool) -> Verdict:
         return Verdict(ErrorKind.PROVIDER_ERROR, "HTTP 200 with a body that is not a JSON object", body)
     if body.get("error"):
         code = _error_of(body).get("code")
-        kind = ErrorKind.RATE_LIMITED if code in (429, "429") else ErrorKind.PROVIDER_ERROR
-        return Verdict(kind, "HTTP 200 with an error: " + _message_of(body, "provider error"), body)
+        message = "HTTP 200 with an error: " + _message_of(body, "provider error")
+        if code in (429, "429"):
+            # The server had accepted the request: a 429 now is the provider's, this request's alone.
+            return Verdict(ErrorKind.RATE_LIMITED, message, body, upstream=True)
+        return Verdict(ErrorKind.PROVIDER_ERROR, message, body)
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return Verdict(ErrorKind.PROVIDER_ERROR, "HTTP 200 with no choices (empty reply)", body)
@@ -160,7 +161,9 @@ def _classify_error_status(
     if status == 429:
         if "insufficient_quota" in text or "free-models-per-day" in text:
             return Verdict(ErrorKind.INSUFFICIENT_CREDITS, message, body, wait)
-        return Verdict(ErrorKind.RATE_LIMITED, message, body, wait, over_limit=_own_limit(headers, metadata))
+        upstream = names_upstream(message, metadata)
+        own = not upstream and own_limit(headers, error, text)
+        return Verdict(ErrorKind.RATE_LIMITED, message, body, wait, over_limit=own, upstream=upstream)
     if status == 402:
         if "in_flight" in text or "in-flight" in text:
             return Verdict(ErrorKind.RATE_LIMITED, message, body, wait, over_limit=True)
@@ -188,15 +191,39 @@ def _classify_error_status(
     return Verdict(ErrorKind.INVALID_REQUEST, message, body)
 
 
-def _own_limit(headers: Mapping[str, str], metadata: Mapping[str, Any]) -> bool:
-    """A 429 for the client's own quota (remaining 0), as opposed to an upstream provider's."""
-    inner = metadata.get("headers")
+def names_upstream(message: str, metadata: Mapping[str, Any]) -> bool:
+    """Whether a 429 names a provider behind the server as the one that refused.
+
+    OpenRouter relays a busy provider's refusal as "<model> is temporarily rate-limited upstream"
+    or "Provider returned error", with ``metadata.provider_name``, ``metadata.raw`` (the
+    provider's own body) and often ``limit_source: "upstream_provider_shared_pool"``. Such a 429
+    says that provider is busy for this request, not how fast this key may send: it often carries
+    X-RateLimit-* values copied from elsewhere, ``Remaining: 0`` included, which must not slow
+    the pool.
+    """
+    source = metadata.get("limit_source")
+    if isinstance(source, str) and source.lower().startswith("upstream"):
+        return True
+    if metadata.get("provider_name") or metadata.get("raw"):
+        return True
+    return bool(_UPSTREAM_TEXT.search(message))
+
+
+def own_limit(headers: Mapping[str, str], error: Mapping[str, Any], text: str) -> bool:
+    """Whether a 429 (that names no upstream source) is the client's own limit.
+
+    The signals: OpenRouter's ``:free`` per-minute cap ("free-models-per-min"), a remaining
+    count of 0 in ``X-RateLimit-Remaining`` (in the headers or ``error.metadata.headers``), or
+    OpenAI's ``x-ratelimit-remaining-requests`` / ``-tokens`` at 0. ``headers`` must have
+    lower-case names; ``text`` is the lower-cased message, code and limit source.
+    """
+    if "free-models-per-min" in text:
+        return True
+    inner = _dict_at(error, "metadata").get("headers")
     inner = _lowercase(inner) if isinstance(inner, dict) else {}
-    for source in (headers, inner):
-        for name in ("x-ratelimit-remaining", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"):
-            if str(source.get(name, "")).strip() == "0":
-                return True
-    return False
+    return any(
+        str(source.get(name, "")).strip() == "0" for source in (headers, inner) for name in _OWN_REMAINING
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str], body: Any, now: float) -> float | None:

@@ -1,7 +1,7 @@
 """Run one job to its end: preflight, then the pipeline of its mode, then the result.
 
 This module composes the engine's pieces (``batchrun.engine``) and turns how a run ended into a
-``RunResult``: the summary, the exit code (DESIGN.md §5: 0, 1, 3, 130/143) and the one line that
+``RunResult``: the summary, the exit code (docs/design.md §5: 0, 1, 3, 130/143) and the one line that
 says why. It holds no policy of its own beyond that mapping.
 """
 
@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from batchrun.config import JobConfig
 from batchrun.engine.pipeline import Pipeline
 from batchrun.engine.preflight import Preflight, preflight
 from batchrun.engine.writer import Writer
-from batchrun.errors import PER_LINE_VERDICTS, ErrorKind
-from batchrun.events import EventHandler
+from batchrun.errors import PER_LINE_VERDICTS, ConfigError, ErrorKind
+from batchrun.events import EventHandler, Notice
+from batchrun.fdlimit import fit_open_files
 from batchrun.limits import AdaptiveLimits
 from batchrun.summary import Summary
 
-__all__ = ["RunResult", "Runner"]
+__all__ = ["JobRunner", "RunResult", "Runner", "runner_for"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,43 @@ class RunResult:
     errors: Path
 
 
+class JobRunner(Protocol):
+    """What every mode's runner offers: run the job to its end, stop it early, its summary."""
+
+    summary: Summary
+
+    async def run(self) -> RunResult: ...
+
+    def stop(self, kind: str = ErrorKind.INTERRUPTED, message: str = "interrupted") -> None: ...
+
+
+def runner_for(
+    config: JobConfig, *, api_key: str | None = None, on_event: EventHandler | None = None
+) -> JobRunner:
+    """The runner of the job's mode: sync (requests one by one), batch (the Batch API), or sync
+    spread over a Ray cluster (``ray_address``; Ray is imported only then)."""
+    if config.mode == "batch":
+        from batchrun.batch.runner import BatchRunner  # loaded only for batch mode
+
+        return BatchRunner(config, api_key=api_key, on_event=on_event)
+    from batchrun.batch.journal import open_submissions
+
+    waiting = open_submissions(config.output)
+    if waiting:
+        # Their lines would be sent again, and paid for twice, while those batches may complete.
+        raise ConfigError(
+            f"{len(waiting)} batch(es) of {config.output.name} from --mode batch may still complete: "
+            "run the job with --mode batch to collect them first"
+        )
+    if config.ray_address is not None:
+        from batchrun.ray.driver import RayDriver
+
+        return RayDriver(config, api_key=api_key, on_event=on_event)
+    return Runner(config, api_key=api_key, on_event=on_event)
+
+
 class Runner:
-    """Runs one job to the end (or to an early stop) and reports how it went."""
+    """Runs one sync job to the end (or to an early stop) and reports how it went."""
 
     def __init__(
         self,
@@ -61,13 +98,20 @@ class Runner:
 
     async def run(self) -> RunResult:
         config = self.config
+        # Before the simulator starts: it inherits the raised open-file limit.
+        files = fit_open_files(config.concurrency)
+        if files.notice:
+            self._emit(Notice(files.notice, important=True))
         async with contextlib.AsyncExitStack() as stack:
-            pre = await preflight(config, stack, api_key=self._api_key, emit=self._emit)
+            pre = await preflight(
+                config, stack, api_key=self._api_key, emit=self._emit, connections=files.connections
+            )
             self._emit(pre.plan)
             summary = self.summary
             summary.already_done = len(pre.state.done_ids)
             summary.kept_failed = pre.kept_failures()
             limits = AdaptiveLimits(concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm)
+            limits.cap_concurrency(files.connections)
             writer = Writer(pre.ledger, pre.redactor, summary)
             pipeline = Pipeline(
                 pre, summary=summary, limits=limits, budget=pre.budget, writer=writer, emit=self._emit
@@ -83,10 +127,8 @@ class Runner:
             finally:
                 summary.close()
             still_failing = pre.ledger.compact_errors(pre.state.done_ids)
-            if pipeline.unavailable:
-                pre.ledger.write_manifest(
-                    {**pre.manifest, "unavailable_models": sorted(pipeline.unavailable)}
-                )
+            pre.ledger.record_run(pre.manifest, pre.state, wall_s=summary.wall_s or 0.0, mode="sync",
+                                  unavailable=pipeline.unavailable)
         return self._result(pre, pipeline, still_failing)
 
     def _result(self, pre: Preflight, pipeline: Pipeline, still_failing: int) -> RunResult:

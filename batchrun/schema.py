@@ -1,7 +1,7 @@
 """Structured outputs: which JSON Schema a request asks for, and whether a reply obeys it. Pure.
 
 The runner calls ``schema_of`` once per request and ``validate_reply`` on every HTTP-200 reply
-whose request has a schema; a failure is an ``invalid_output`` (DESIGN.md §4) with the message
+whose request has a schema; a failure is an ``invalid_output`` (docs/design.md §4) with the message
 returned here. Validators are built once per distinct schema (building one costs far more than
 validating a small reply with it) and kept in a small cache.
 """
@@ -38,7 +38,8 @@ def schema_of(body: Mapping[str, Any], job_schema: Mapping[str, Any] | None) -> 
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
         spec = response_format.get("json_schema")
         if isinstance(spec, Mapping) and isinstance(spec.get("schema"), Mapping):
-            return spec["schema"]
+            schema: dict[str, Any] = spec["schema"]
+            return schema
     return None if job_schema is None else job_schema  # type: ignore[return-value]
 
 
@@ -156,7 +157,7 @@ def _reason(error: ValidationError) -> str:
         return f"missing required property {missing[0]!r}" if missing else error.message
     if error.validator == "type":
         return f"{_shown(error.instance)} is not of type {orjson.dumps(error.validator_value).decode()}"
+    message: str = error.message
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        return error.message
-    message = error.message
+        return message
     return message if len(message) <= 200 else message[:199] + "…"

@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 
 from batchrun.config import output_paths
+from batchrun.engine.preflight import parser_for_manifest
 from batchrun.errors import BatchrunError, ConfigError
 from batchrun.inputs import iter_lines, open_input
-from batchrun.ledger import read_records
-from batchrun.records import InputParser, InvalidLine
-from batchrun.status import check_results_file, read_manifest
+from batchrun.ledger import read_manifest, read_records
+from batchrun.records import InvalidLine
+from batchrun.status import check_results_file
 
 __all__ = ["IdNotFound", "Shown", "find_request", "show"]
 
@@ -136,11 +137,7 @@ def find_request(
     raw_path = (manifest.get("input") or {}).get("path")
     if not isinstance(raw_path, str):
         return None, None, "the manifest names no input file"
-    request_params = manifest.get("request") or {}
-    parser = InputParser(
-        model=str(manifest.get("model") or ""), params=request_params.get("params") or {},
-        system=request_params.get("system"), template=request_params.get("template"),
-    )
+    parser = parser_for_manifest(manifest)
     numbered = _LINE_ID.fullmatch(custom_id)
     wanted_line = line_hint or (int(numbered.group(1)) if numbered else None)
     needle = orjson.dumps(custom_id)[1:-1]

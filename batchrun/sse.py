@@ -3,7 +3,7 @@
 Feed the assembler the body as it arrives, in chunks cut anywhere (a CRLF, a UTF-8 character or
 a JSON document may straddle two chunks); at the end ``result()`` gives the body a non-streamed
 request would have got, so the rest of batchrun (classification, cost, records) sees no
-difference. What the wire does (openrouter-wire.md §4): ``data: <json>`` events separated by a
+difference. What the wire does (docs/openrouter-wire.md §4): ``data: <json>`` events separated by a
 blank line, keep-alive comments (``: OPENROUTER PROCESSING``) anywhere, the usage in a last
 chunk whose ``choices`` is ``[]``, missing or a choice with ``finish_reason: null``, then
 ``data: [DONE]``; an error after the first token arrives as a chunk with an ``error`` key and
@@ -266,7 +266,7 @@ class StreamAssembler:
         """``(body, None)`` for a whole reply, else ``(body so far, error)``; call at end of stream.
 
         ``error`` is ``{"kind", "message", "status", "retry_after"}``: ``kind`` is an error kind
-        of DESIGN.md §4. A mid-stream error chunk is classified as its ``error.code`` would be as
+        of docs/design.md §4. A mid-stream error chunk is classified as its ``error.code`` would be as
         an HTTP status (502 → server_error, 429 → rate_limited, …); a stream cut off before a
         finish_reason is a ``connection_error``; one that ended (``[DONE]``) without a
         finish_reason or without any choice is a ``provider_error``.

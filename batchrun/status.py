@@ -9,10 +9,8 @@ named in the manifest can be counted, how much is left and when it should be don
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,25 +19,18 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.errors import ConfigError
-from batchrun.idset import IdSet
 from batchrun.inputs import is_table, measure
-from batchrun.ledger import last_error_lines, read_records
+from batchrun.ledger import final_records, read_manifest, run_active
 from batchrun.summary import Summary
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: whether a run is active is unknown
-    fcntl = None  # type: ignore[assignment]
+from batchrun.units import duration_text
 
 __all__ = [
     "JobStatus",
+    "batch_lines",
     "check_results_file",
-    "final_records",
+    "job_batches",
     "job_status",
-    "job_summary",
     "parse_stamp",
-    "read_manifest",
-    "run_active",
 ]
 
 RATE_WINDOW_S = 60
@@ -99,26 +90,6 @@ def _first_record(path: Path) -> Any:
     return _NOTHING
 
 
-def final_records(output: Path) -> Iterator[dict[str, Any]]:
-    """Yield each id's final record: every results line, then the last errors line of ids without one.
-
-    Memory grows with the number of ids, never with the size of the records: the errors file is read
-    twice (once to find each id's last line, once to yield those lines) instead of being held.
-    """
-    paths = output_paths(output)
-    check_results_file(output)
-    done = IdSet()
-    for _, record in read_records(paths["results"]):
-        if isinstance(record, dict):
-            done.add(str(record.get("custom_id")))
-            yield record
-    last_line, _ = last_error_lines(paths["errors"], done)
-    keep = set(last_line.values())
-    if keep:
-        for number, record in read_records(paths["errors"]):
-            if number in keep:
-                yield record
-
 
 def parse_stamp(stamp: Any) -> int | None:
     """A ``finished_at`` stamp (``2026-11-25T10:00:00Z``) as epoch seconds, or None."""
@@ -148,63 +119,6 @@ class _StampReader:
         return self._value
 
 
-def job_summary(output: Path) -> Summary:
-    """The summary of a job from its files: the same figures ``run`` prints at its end."""
-    return job_status(output, check_input=False).summary
-
-
-def read_manifest(output: Path) -> dict[str, Any] | None:
-    """The output's manifest (input path, model, request parameters), or None if unreadable."""
-    try:
-        manifest = orjson.loads(output_paths(output)["manifest"].read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def run_active(output: Path) -> bool | None:
-    """Whether a run holds the output's lock now (None where flock does not exist).
-
-    The lock file keeps the pid of the last run. If no process has that pid, no run can hold the
-    lock and nothing is touched. Otherwise a shared, non-blocking flock on a fresh descriptor tells:
-    it fails while a run holds its exclusive lock, and is released at once when it succeeds (a run
-    starting in that instant would be told the output is busy: the window is a few microseconds).
-    """
-    if fcntl is None:  # pragma: no cover
-        return None
-    path = output_paths(output)["lock"]
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    try:
-        pid_text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    return True
 
 
 @dataclass
@@ -221,6 +135,7 @@ class JobStatus:
     last_finished: int | None
     recent: int  # records finished in the last RATE_WINDOW_S seconds
     rate_per_s: float  # over the last minute (or the whole run when it was shorter)
+    batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: from the journal
 
     @property
     def finished(self) -> int:
@@ -254,6 +169,7 @@ class JobStatus:
             "last_finished_at": _iso(self.last_finished),
             "rate_last_minute_per_s": self.rate_per_s,
             "eta_s": self.eta_s,
+            "batches": self.batches,
         }
 
     def lines(self) -> list[str]:
@@ -268,11 +184,48 @@ class JobStatus:
             share = 100.0 * done / self.total_lines if self.total_lines else 100.0
             text = f"progress {done:,} of {approx}{self.total_lines:,} lines ({share:.1f} %)"
             if self.eta_s is not None:
-                text += f", ETA {_duration(self.eta_s)}"
+                text += f", ETA {duration_text(self.eta_s)}"
             elif self.active is False and self.remaining:
                 text += f"; {self.remaining:,} not finished (run the job again to resume)"
             out.append(text)
+        if self.batches:
+            out.extend(batch_lines(self.batches))
         return out
+
+
+def job_batches(output: Path, *, now: float | None = None) -> list[dict[str, Any]]:
+    """The job's batches as its journal tells them (batch mode): id, model, state, counts, age."""
+    from batchrun.batch.journal import journal_path, read_journal
+
+    now_s = now if now is not None else datetime.now(timezone.utc).timestamp()
+    out = []
+    for sub in read_journal(journal_path(output)).values():
+        out.append({
+            "batch_id": sub.batch_id, "nonce": sub.nonce, "model": sub.model, "requests": sub.count,
+            "state": sub.state, "status": sub.status, "counts": sub.counts, "cost_usd": sub.cost_usd,
+            "purged": sub.purged, "age_s": max(now_s - sub.t0, 0.0), "message": sub.message or None,
+        })
+    return out
+
+
+def batch_lines(batches: list[dict[str, Any]]) -> list[str]:
+    """One line per batch, under a count by state."""
+    states = Counter(b["state"] for b in batches)
+    out = ["batches " + ", ".join(f"{n} {state}" for state, n in states.most_common())]
+    for b in batches:
+        counts = b["counts"] or {}
+        state = b["state"] if b["state"] != "submitted" else (b["status"] or "submitted")
+        if b["state"] == "collected" and b["status"]:
+            state = f"collected ({b['status']})"
+        text = (f"  {b['batch_id'] or '(no batch id: ' + b['state'] + ')'}  {b['model']}  {state}  "
+                f"{counts.get('completed', 0):,}/{b['requests']:,} done, {counts.get('failed', 0):,} failed"
+                f"  age {duration_text(b['age_s'])}")
+        if b["cost_usd"] is not None:
+            text += f"  ${b['cost_usd']:.6f}"
+        if b["purged"]:
+            text += "  purged"
+        out.append(text)
+    return out
 
 
 def job_status(output: Path, *, now: float | None = None, check_input: bool = True) -> JobStatus:
@@ -280,6 +233,7 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
     summary = Summary()
     per_second: Counter[int] = Counter()
     stamp_of = _StampReader()
+    check_results_file(output)
     for record in final_records(output):
         summary.add(record)
         second = stamp_of(record.get("finished_at"))
@@ -287,8 +241,15 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
             per_second[second] += 1
     first = min(per_second) if per_second else None
     last = max(per_second) if per_second else None
-    summary.wall_s = float(max(last - first, 1)) if first is not None and last is not None else 0.0
     active = run_active(output)
+    manifest = read_manifest(output)
+    runs = manifest.get("runs") if manifest is not None else None
+    walls = [r.get("wall_s") for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+    if walls and not active:
+        # The runs' own wall times, summed: the span of the stamps misses pauses and gaps.
+        summary.wall_s = float(sum(w for w in walls if isinstance(w, (int, float))))
+    else:
+        summary.wall_s = float(max(last - first, 1)) if first is not None and last is not None else 0.0
     now_s = int(now if now is not None else datetime.now(timezone.utc).timestamp())
     end = now_s if active else last
     recent, rate = 0, 0.0
@@ -296,7 +257,8 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
         recent = sum(n for second, n in per_second.items() if end - RATE_WINDOW_S < second <= end)
         span = min(RATE_WINDOW_S, max(end - first + 1, 1))
         rate = recent / span
-    manifest = read_manifest(output) if check_input else None
+    if not check_input:
+        manifest = None
     input_path = total = None
     exact = False
     if manifest is not None:
@@ -306,7 +268,8 @@ def job_status(output: Path, *, now: float | None = None, check_input: bool = Tr
             with contextlib.suppress(OSError, ConfigError):
                 size = measure(Path(raw_path))
                 total, exact = size.lines, size.exact
-    return JobStatus(output, summary, active, input_path, total, exact, first, last, recent, rate)
+    return JobStatus(output, summary, active, input_path, total, exact, first, last, recent, rate,
+                     job_batches(output, now=now))
 
 
 def _iso(epoch: int | None) -> str | None:
@@ -314,11 +277,3 @@ def _iso(epoch: int | None) -> str | None:
         return None
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

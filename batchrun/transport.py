@@ -20,7 +20,7 @@ import os
 import ssl
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ import orjson
 from batchrun import __version__
 from batchrun.config import DEFAULT_STREAM_IDLE_S
 from batchrun.errors import ConfigError, ErrorKind, TransportFailure
+from batchrun.fdlimit import is_too_many_files, too_many_files_hint
 from batchrun.sse import StreamAssembler
 
 __all__ = ["Reply", "Transport", "chat_url", "translate_errors"]
@@ -66,7 +67,8 @@ class translate_errors:
     """Turn aiohttp's and the OS's exceptions into a TransportFailure of one error kind.
 
     A class, not ``@contextmanager``: it wraps every request, and a generator-based context
-    manager costs a few microseconds more each time.
+    manager costs a few microseconds more each time. The failure is raised ``from`` the original
+    exception, so a developer's traceback keeps the aiohttp cause; the user sees one line.
     """
 
     __slots__ = ("timeout_s",)
@@ -79,39 +81,86 @@ class translate_errors:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and (failure := _failure(exc, self.timeout_s)) is not None:
-            raise failure from None
+            raise failure from exc
+
+
+def _timeout(exc: BaseException, timeout_s: float) -> TransportFailure:
+    return TransportFailure(ErrorKind.TIMEOUT, f"no complete answer within {timeout_s:g} s")
+
+
+def _cut_off(exc: BaseException, timeout_s: float) -> TransportFailure:
+    return TransportFailure(ErrorKind.CONNECTION_ERROR, f"the response was cut off: {exc}")
+
+
+def _disconnected(exc: BaseException, timeout_s: float) -> TransportFailure:
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR, "the server closed the connection without answering"
+    )
+
+
+def _untrusted(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, aiohttp.ClientConnectorCertificateError)
+    reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+    # Every request would fail the same way: the job stops rather than retry each line.
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR,
+        f"the TLS certificate of {exc.host} is not trusted ({reason}): if a private CA or a "
+        "TLS-inspecting proxy signs it, set SSL_CERT_FILE to a PEM file holding that CA",
+        stops_job=True,
+    )
+
+
+def _no_proxy(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, aiohttp.ClientProxyConnectionError)
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR,
+        f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
+        f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
+        no_answer=True,
+    )
+
+
+def _no_connection(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, aiohttp.ClientConnectorError)
+    if is_too_many_files(exc.os_error):
+        return _out_of_files(exc.os_error, timeout_s)
+    return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}", no_answer=True)
+
+
+def _out_of_files(exc: BaseException, timeout_s: float) -> TransportFailure:
+    assert isinstance(exc, OSError)
+    # Every new connection would fail alike: stop cleanly (exit 3) rather than fail each line.
+    return TransportFailure(
+        ErrorKind.CONNECTION_ERROR, f"cannot open a connection: {too_many_files_hint(exc)}",
+        stops_job=True,
+    )
+
+
+def _other(exc: BaseException, timeout_s: float) -> TransportFailure:
+    if isinstance(exc, OSError) and is_too_many_files(exc):
+        return _out_of_files(exc, timeout_s)
+    return TransportFailure(ErrorKind.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# The one mapping of low-level exceptions to batchrun's failures (after httpx's
+# HTTPCORE_EXC_MAP), most specific first: the first entry the exception is an instance of wins.
+EXCEPTION_MAP: tuple[tuple[type[BaseException], Callable[[BaseException, float], TransportFailure]], ...] = (
+    (asyncio.TimeoutError, _timeout),
+    (aiohttp.ClientPayloadError, _cut_off),
+    (aiohttp.ServerDisconnectedError, _disconnected),
+    (aiohttp.ClientConnectorCertificateError, _untrusted),
+    (aiohttp.ClientProxyConnectionError, _no_proxy),
+    (aiohttp.ClientConnectorError, _no_connection),
+    (aiohttp.ClientError, _other),
+    (OSError, _other),
+)
 
 
 def _failure(exc: BaseException, timeout_s: float) -> TransportFailure | None:
     """The TransportFailure an exception from a request stands for; None for other exceptions."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return TransportFailure(ErrorKind.TIMEOUT, f"no complete answer within {timeout_s:g} s")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"the response was cut off: {exc}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR, "the server closed the connection without answering"
-        )
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
-        # Every request would fail the same way: the job stops rather than retry each line.
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR,
-            f"the TLS certificate of {exc.host} is not trusted ({reason}): if a private CA or a "
-            "TLS-inspecting proxy signs it, set SSL_CERT_FILE to a PEM file holding that CA",
-            stops_job=True,
-        )
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return TransportFailure(
-            ErrorKind.CONNECTION_ERROR,
-            f"cannot connect to the proxy {exc.host}:{exc.port} (from HTTP(S)_PROXY or ALL_PROXY): "
-            f"{exc.os_error.strerror or exc.os_error}; fix it, or exempt the host with NO_PROXY",
-            no_answer=True,
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"cannot connect: {exc}", no_answer=True)
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
-        return TransportFailure(ErrorKind.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+    for kind, build in EXCEPTION_MAP:
+        if isinstance(exc, kind):
+            return build(exc, timeout_s)
     return None
 
 
@@ -145,7 +194,7 @@ def _ssl_context() -> ssl.SSLContext | bool:
         raise ConfigError(
             f"SSL_CERT_FILE={cafile} cannot be used as CA certificates ({exc.strerror or exc}): "
             "point it at a PEM file of CA certificates, or unset it"
-        ) from None
+        ) from exc
 
 
 async def _read_stream(
@@ -164,8 +213,8 @@ async def _read_stream(
             assembler.feed(chunk)
     except aiohttp.ClientPayloadError:
         pass  # the assembler reports the cut-off below
-    except asyncio.TimeoutError:
-        raise TransportFailure(ErrorKind.TIMEOUT, f"the stream sent nothing for {idle_s:g} s") from None
+    except asyncio.TimeoutError as exc:
+        raise TransportFailure(ErrorKind.TIMEOUT, f"the stream sent nothing for {idle_s:g} s") from exc
     body, error = assembler.result()
     if error is not None:
         if error["kind"] in (ErrorKind.CONNECTION_ERROR, ErrorKind.TIMEOUT):
@@ -248,6 +297,35 @@ class Transport:
                     raw, ttft_s = await _read_stream(response, self._stream_idle_s, started)
                     return Reply(response.status, response.headers, raw, ttft_s)
                 return Reply(response.status, response.headers, await response.read())
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        params: Mapping[str, str | int] | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send ``method root + path`` and read the whole answer, or raise TransportFailure.
+
+        ``json_body`` is serialized with orjson; ``data`` goes out as given (bytes whose key
+        order matters, a multipart body) with ``content_type`` when it is not JSON. Used by the
+        Batch API clients; the chat path keeps ``post``.
+        """
+        assert self._session is not None, "use Transport as an async context manager"
+        if json_body is not None:
+            data = orjson.dumps(json_body)
+        headers = {"Content-Type": content_type} if content_type else None
+        timeout = self._timeout_s if timeout_s is None else timeout_s
+        with translate_errors(timeout):
+            async with self._session.request(
+                method, self.root + path, data=data, params=params, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout), proxy=self._proxy,
+            ) as response:
+                return response.status, response.headers, await response.read()
 
     async def get_json(self, path: str) -> Any:
         """GET ``root + path`` and parse it; None when it is not there or not JSON."""

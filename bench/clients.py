@@ -60,12 +60,16 @@ def run_named(
     extra: list[str] | None = None,
     stop_after_first: bool = False,
     label: str | None = None,
+    nofile: int | None = None,
     **server_options: float | None,
 ) -> ClientRun:
-    """Reset the server with ``server_options`` and measure one run of ``client``."""
+    """Reset the server with ``server_options`` and measure one run of ``client``.
+
+    ``nofile`` starts the client under that soft open-file limit (as ``ulimit -n`` would).
+    """
     server.reset(**server_options)
     argv = argv_for(client, source, output, server.url, concurrency, extra or [])
     return run_client(
         label or client, argv, lines=lines, server=server, workdir=output.parent,
-        output=output, stop_after_first=stop_after_first,
+        output=output, stop_after_first=stop_after_first, nofile=nofile,
     )

@@ -8,12 +8,14 @@ stamps and the harness's spawn and exit times can be subtracted directly.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,8 @@ class Server:
 
     def reset(self, **options: Any) -> None:
         """Zero the counters and set the options (unnamed ones back to their defaults)."""
-        values = {"latency_ms": 0.0, "rate": None, "hidden_rpm": None, **options}
+        values = {"latency_ms": 0.0, "rate": None, "hidden_rpm": None, "upstream_429": 0.0,
+                  "upstream_retry_after": 1, **options}
         self._call("POST", "/_reset", orjson.dumps(values))
 
     def stats(self) -> dict[str, Any]:
@@ -197,6 +200,14 @@ def _stop_when_due(
     return False
 
 
+def _soft_nofile(soft: int) -> Callable[[], None]:
+    def limit() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return limit
+
+
 def run_client(
     label: str,
     argv: list[str],
@@ -207,17 +218,20 @@ def run_client(
     output: Path | None = None,
     stop_after_first: bool = False,
     timeout_s: float = 3600.0,
+    nofile: int | None = None,
 ) -> ClientRun:
     """Run ``argv`` pinned to core 1 through the launcher and measure it.
 
     The caller has reset the server. With ``stop_after_first`` the client is killed as soon as
     the server has seen a request (for start-up times on inputs too large to run through).
+    ``nofile`` starts the client under that soft open-file limit (``ulimit -n``), the hard one kept.
     """
     stderr_path = workdir / "stderr.txt"
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.launch", *pinned(1, argv)],
             cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=stderr, text=True,
+            preexec_fn=None if nofile is None else _soft_nofile(nofile),
         )
         assert process.stdout is not None
         pid = int(process.stdout.readline().split()[1])

@@ -2,12 +2,15 @@
 
 C workers share one line iterator over the JSONL input (orjson), each POSTs its line's chat body
 on one ClientSession (connector limit C), parses the reply with orjson and appends one orjson line
-per reply to the output. Usage: ``python -m bench.raw_client INPUT OUTPUT URL CONCURRENCY``.
+per reply to the output. It raises its own soft open-file limit to the hard one first, as a
+careful script would, so thousands of connections fit under a shell's ``ulimit -n 1024``.
+Usage: ``python -m bench.raw_client INPUT OUTPUT URL CONCURRENCY``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -45,6 +48,11 @@ def main() -> None:
     """Command-line entry point."""
     input_path, output_path, url, concurrency = sys.argv[1:5]
     import uvloop
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
     uvloop.run(run(input_path, output_path, url, int(concurrency)))
 

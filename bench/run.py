@@ -1,8 +1,9 @@
 """Run the benchmark scenarios and print one table per scenario, plus results/latest.json.
 
-Usage: ``python -m bench [--only P1,P3] [--quick] [--big] [--slow] [--keep]`` or
-``python bench/run.py ...``. Default: P1–P5 and P7 (P4 without its 1,000,000-line case); P6 takes
-about two minutes and runs with ``--slow`` or when named in ``--only``.
+Usage: ``python -m bench [--only P1,P3] [--quick] [--big] [--slow] [--p6-minutes N] [--keep]``
+or ``python bench/run.py ...``. Default: P1–P5, P7, P8 and P9 (P4 without its 1,000,000-line
+case); P6 takes about two minutes (``--p6-minutes N`` for a longer job that shows the steady
+rate) and runs with ``--slow`` or when named in ``--only``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bench.measure import Server, pinning_note
 from bench.report import Table
 from bench.scenarios import SCENARIOS, Context
 
-_DEFAULT = ("P1", "P2", "P3", "P4", "P5", "P7")
+_DEFAULT = ("P1", "P2", "P3", "P4", "P5", "P7", "P8", "P9")
 _RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -39,6 +40,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="scale every input down")
     parser.add_argument("--big", action="store_true", help="add P4's 1,000,000-line case")
     parser.add_argument("--slow", action="store_true", help="add P6 (about 2 minutes)")
+    parser.add_argument("--p6-minutes", type=float, default=None,
+                        help="run P6 for about N minutes (300 lines a minute) to show its steady rate")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder of inputs")
     parser.add_argument("--json", type=Path, default=_RESULTS / "latest.json",
                         help="where to write the results as JSON")
@@ -112,7 +115,8 @@ def _write_json(path: Path, info: dict[str, Any], args: argparse.Namespace,
     payload = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": info,
-        "options": {"quick": args.quick, "big": args.big, "slow": args.slow, "only": args.only},
+        "options": {"quick": args.quick, "big": args.big, "slow": args.slow, "only": args.only,
+                    "p6_minutes": args.p6_minutes},
         "scenarios": {name: table.to_dict() for name, table in tables.items()},
     }
     path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     _pin_harness()
     workdir = Path(tempfile.mkdtemp(prefix="batchrun-bench-"))
     server = Server()
-    ctx = Context(server, workdir, quick=args.quick, big=args.big, openai_missing=openai_missing())
+    ctx = Context(server, workdir, quick=args.quick, big=args.big, openai_missing=openai_missing(),
+                  p6_minutes=args.p6_minutes)
     if ctx.openai_missing:
         print(f"openai SDK: n/a: {ctx.openai_missing}")
     try:

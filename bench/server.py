@@ -8,7 +8,12 @@ Content-Length, reads exact body bytes and answers pipelined requests in order. 
 * ``rate``: enforce at most this many accepted requests in any sliding 1-second window; above it
   answer 429 with ``Retry-After`` and ``X-RateLimit-Reset`` (epoch ms, as OpenRouter sends);
 * ``hidden_rpm``: a limit unknown to the client, ``hidden_rpm / 60`` per sliding 1-second window,
-  answered with 429 and ``Retry-After`` only.
+  answered with 429 and ``Retry-After`` only;
+* ``upstream_429``: this share of requests (drawn from a seeded RNG) answered, after the latency,
+  with the 429 OpenRouter relays from a busy upstream provider ("temporarily rate-limited
+  upstream", ``metadata.limit_source``), ``Retry-After: upstream_retry_after`` and, in turn, the
+  header styles OpenRouter sends: ``Retry-After`` alone; plus ``X-RateLimit-Limit/-Remaining: 0/
+  -Reset`` (epoch ms) copied into the headers; or those values in ``error.metadata.headers``.
 
 It records the arrival time (``time.monotonic``, comparable across processes on Linux) of every
 chat request, and serves ``GET /_stats`` (JSON) and ``POST /_reset`` (an optional JSON body sets
@@ -22,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import random
 import resource
 import sys
 import time
@@ -43,6 +49,8 @@ _REPLY_HEAD = (
 )
 _NOT_FOUND = b'{"error":{"code":404,"message":"no such path"}}'
 _RATE_LIMITED = b'{"error":{"code":429,"message":"Rate limit exceeded: bench server limit"}}'
+_UPSTREAM_MESSAGE = "bench/model is temporarily rate-limited upstream. Please retry shortly."
+_UPSTREAM_STYLES = ("retry-after", "ratelimit", "metadata")
 
 
 @dataclass
@@ -52,6 +60,8 @@ class Options:
     latency_ms: float = 0.0
     rate: float | None = None  # accepted requests per sliding 1-second window, told to clients
     hidden_rpm: float | None = None  # enforced as hidden_rpm/60 per second, 429 + Retry-After only
+    upstream_429: float = 0.0  # share of requests answered with an upstream provider's 429
+    upstream_retry_after: int = 1  # the Retry-After of those, in seconds
 
     def update(self, values: dict[str, Any]) -> None:
         """Set the options named in ``values`` (unknown names are an error)."""
@@ -86,7 +96,9 @@ class State:
     def reset(self) -> None:
         """Forget all counters and arrivals; restart the CPU clock."""
         self.arrivals: list[float] = []
-        self.ok = self.rate_limited = self.not_found = self.connections = 0
+        self.ok_times: list[float] = []
+        self.ok = self.rate_limited = self.upstream_limited = self.not_found = self.connections = 0
+        self.rng = random.Random(0)  # the same upstream 429s on every run
         self.accepted: collections.deque[float] = collections.deque()
         self.cpu_start = _cpu_seconds()
         self.generated = 0
@@ -104,7 +116,7 @@ class State:
         self.arrivals.append(now)
         limit, _ = self.limit_per_second()
         if limit is None:
-            self.ok += 1
+            self._accept(now)
             return None
         accepted = self.accepted
         while accepted and accepted[0] <= now - 1.0:
@@ -113,8 +125,32 @@ class State:
             self.rate_limited += 1
             return accepted[0] + 1.0 - now
         accepted.append(now)
-        self.ok += 1
+        self._accept(now)
         return None
+
+    def _accept(self, now: float) -> None:
+        self.ok += 1
+        self.ok_times.append(now)
+
+    def upstream_style(self) -> str | None:
+        """The header style of an upstream 429 for this request, or None to answer it normally."""
+        share = self.options.upstream_429
+        if not share or self.rng.random() >= share:
+            return None
+        self.upstream_limited += 1
+        self.ok -= 1  # admitted by the rate limit, but not a success
+        self.ok_times.pop()
+        return _UPSTREAM_STYLES[(self.upstream_limited - 1) % len(_UPSTREAM_STYLES)]
+
+    def ok_per_minute(self) -> list[int]:
+        """Successes in each whole or partial minute from the first request."""
+        if not self.arrivals or not self.ok_times:
+            return []
+        first = self.arrivals[0]
+        counts = [0] * (int((self.ok_times[-1] - first) // 60) + 1)
+        for stamp in self.ok_times:
+            counts[int((stamp - first) // 60)] += 1
+        return counts
 
     def stats(self) -> dict[str, Any]:
         """The counters as JSON-ready values (CPU is read first, before the window scan)."""
@@ -124,6 +160,9 @@ class State:
             "requests": len(stamps),
             "ok": self.ok,
             "rate_limited": self.rate_limited,
+            "upstream_limited": self.upstream_limited,
+            "ok_per_minute": self.ok_per_minute(),
+            "last_ok": self.ok_times[-1] if self.ok_times else None,
             "not_found": self.not_found,
             "connections": self.connections,
             "first": stamps[0] if stamps else None,
@@ -224,8 +263,12 @@ class HttpProtocol(asyncio.Protocol):
         if wait is not None:
             self._queue_now(_rate_limited(wait, state.limit_per_second()[1], close))
             return
-        state.generated += 1
-        reply = _response(b"200 OK", _REPLY_HEAD % state.generated, close=close)
+        style = state.upstream_style()
+        if style is not None:
+            reply = _upstream_limited(style, state.options.upstream_retry_after, close)
+        else:
+            state.generated += 1
+            reply = _response(b"200 OK", _REPLY_HEAD % state.generated, close=close)
         delay = state.options.latency_ms / 1000.0
         if delay <= 0:
             self._queue_now(reply)
@@ -263,6 +306,23 @@ def _rate_limited(wait: float, told: bool, close: bool) -> bytes:
     return _response(b"429 Too Many Requests", _RATE_LIMITED, extra, close)
 
 
+def _upstream_limited(style: str, retry_after: int, close: bool) -> bytes:
+    """The 429 OpenRouter relays when an upstream provider is busy, in one of its header styles."""
+    extra = b"Retry-After: %d\r\n" % retry_after
+    limits = {"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "0",
+              "X-RateLimit-Reset": str(int((time.time() + retry_after) * 1000))}
+    metadata: dict[str, Any] = {"raw": _UPSTREAM_MESSAGE, "provider_name": "Bench",
+                                "limit_source": "upstream_provider_shared_pool",
+                                "remedy_hint": "retry_after_delay"}
+    if style == "ratelimit":
+        extra += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in limits.items())
+    elif style == "metadata":
+        metadata["headers"] = {"Retry-After": str(retry_after), **limits}
+    body = orjson.dumps({"error": {"code": 429, "message": _UPSTREAM_MESSAGE, "metadata": metadata},
+                         "user_id": "user_bench"})
+    return _response(b"429 Too Many Requests", body, extra, close)
+
+
 def _header_facts(lines: list[bytes]) -> tuple[int | None, bool, bool]:
     """Content-Length (0 when absent), whether the client asked to close, whether it is chunked."""
     length: int | None = 0
@@ -286,7 +346,12 @@ async def serve(host: str, port: int, options: Options) -> None:
     """Serve forever; print ``PORT <n>`` on stdout once listening."""
     state = State(options)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpProtocol(state), host, port, backlog=1024)
+    # Thousands of clients' connections at once (P9): the open-file limit and the accept queue.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server = await loop.create_server(lambda: HttpProtocol(state), host, port, backlog=8192)
     bound = server.sockets[0].getsockname()[1]
     print(f"PORT {bound}", flush=True)
     async with server:

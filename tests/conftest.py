@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
+from batchrun.config import JobConfig, load_config
+from batchrun.events import EventHandler
+from batchrun.runner import Runner, RunResult
 from batchrun.sim import SimConfig, SimServer
 
 
@@ -43,6 +47,23 @@ def sim_factory() -> Iterator[Callable[..., SimServer]]:
 @pytest.fixture
 def sim(sim_factory: Callable[..., SimServer]) -> SimServer:
     return sim_factory()
+
+
+def run_job(
+    job: Path | JobConfig,
+    overrides: dict[str, Any] | None = None,
+    *,
+    api_key: str | None = "sk-or-test",
+    on_event: EventHandler | None = None,
+    **settings: Any,
+) -> RunResult:
+    """Run a job through the engine in this process: a job file with ``overrides`` (and/or
+    ``settings``, JobConfig fields), or a config.
+
+    The one way tests run a job without the CLI: no signal handlers, the default event loop.
+    """
+    config = job if isinstance(job, JobConfig) else load_config(job, {**(overrides or {}), **settings})
+    return asyncio.run(Runner(config, api_key=api_key, on_event=on_event).run())
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -7,16 +7,14 @@ also takes no key, and the OpenRouter key in the environment is never sent to ei
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import cli_env, job_file, read_jsonl, run_cli, write_jsonl
+from conftest import cli_env, job_file, read_jsonl, run_cli, run_job, write_jsonl
 
-from batchrun.config import load_config
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import RunResult
 from batchrun.sim import CATALOG, SimServer
 
 KEY = "sk-dialect-0123456789"
@@ -36,10 +34,10 @@ def pricing_table() -> str:
             f"completion_per_m = {price.completion_price * 1e6!r}\n")
 
 
-def run_job(tmp_path: Path, base_url: str, key: str | None) -> RunResult:
+def run_dialect_job(tmp_path: Path, base_url: str, key: str | None) -> RunResult:
     source = write_jsonl(tmp_path / "in.jsonl", ROWS)
     job = job_file(tmp_path, source, extra=f'base_url = "{base_url}"\n{pricing_table()}')
-    return asyncio.run(Runner(load_config(job), api_key=key).run())
+    return run_job(job, api_key=key)
 
 
 def records(tmp_path: Path) -> dict[str, dict[str, Any]]:
@@ -83,7 +81,7 @@ def check_records(sim: SimServer, tmp_path: Path, *, priced: bool = True) -> Non
 def test_openai_dialect_with_each_base_url_form(tmp_path: Path, sim_factory, form: str) -> None:
     sim = sim_factory(dialect="openai", api_keys=frozenset({KEY}))
 
-    result = run_job(tmp_path, form.format(root=sim.root_url), KEY)
+    result = run_dialect_job(tmp_path, form.format(root=sim.root_url), KEY)
 
     assert result.exit_code == 0, result.message
     check_records(sim, tmp_path)
@@ -95,7 +93,7 @@ def test_plain_dialect_needs_no_key(tmp_path: Path, sim_factory, monkeypatch, fo
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     sim = sim_factory(dialect="plain")
 
-    result = run_job(tmp_path, form.format(root=sim.root_url), None)
+    result = run_dialect_job(tmp_path, form.format(root=sim.root_url), None)
 
     assert result.exit_code == 0, result.message
     check_records(sim, tmp_path)
@@ -108,7 +106,7 @@ def test_a_server_that_wants_a_key_refuses_a_run_without_one(
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     sim = sim_factory(dialect="openai")
 
-    result = run_job(tmp_path, sim.root_url + "/v1", None)
+    result = run_dialect_job(tmp_path, sim.root_url + "/v1", None)
 
     assert result.exit_code == 3  # auth_error stops the batch
     counts = sim.ledger.counts()
@@ -161,7 +159,7 @@ def test_openai_refuses_openrouter_only_fields_per_line_and_plain_servers_ignore
         folder.mkdir()
         sim = sim_factory(dialect=dialect)
         job = job_file(folder, write_jsonl(folder / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
-        result = asyncio.run(Runner(load_config(job), api_key=KEY).run())
+        result = run_job(job, api_key=KEY)
         outcomes[dialect] = (result.exit_code, records(folder), read_jsonl(folder / "out.errors.jsonl"))
 
     code, done, errors = outcomes["openai"]
@@ -200,7 +198,7 @@ def test_streams_ask_for_usage_where_the_server_sends_it_only_when_asked(tmp_pat
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows),
                    extra=f'base_url = "{sim.base_url}"\n{pricing_table()}')
 
-    result = asyncio.run(Runner(load_config(job), api_key=KEY).run())
+    result = run_job(job, api_key=KEY)
 
     assert result.exit_code == 0, result.message
     got = records(tmp_path)

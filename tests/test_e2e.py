@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -18,18 +17,11 @@ from conftest import (
     prompts,
     read_jsonl,
     run_cli,
+    run_job,
     start_cli,
     wait_for,
     write_jsonl,
 )
-
-from batchrun.config import load_config
-from batchrun.runner import Runner
-
-
-def run_job(job: Path, **overrides: object):
-    config = load_config(job, overrides)
-    return asyncio.run(Runner(config, api_key="sk-or-test").run())
 
 
 def test_5000_lines_with_faults_end_with_5000_results_billed_as_the_simulator_says(

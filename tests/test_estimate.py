@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
-from conftest import job_file, prompts, read_jsonl, run_cli, write_jsonl
+from conftest import job_file, prompts, read_jsonl, run_cli, run_job, write_jsonl
 
 from batchrun.config import load_config
 from batchrun.estimate import ASSUMED_LATENCY_S, estimate
 from batchrun.pricing import BUILTIN_PRICES
-from batchrun.runner import Runner
 from batchrun.sim.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +29,7 @@ def test_estimate_of_a_sample_job_brackets_the_real_cost_on_the_simulator(
     sim = sim_factory(faults={"500": 0.02, "502": 0.01}, seed=5)
     run_config = replace(config, base_url=sim.base_url, rpm=None, backoff_base_s=0.01, backoff_cap_s=0.02)
 
-    result = asyncio.run(Runner(run_config, api_key="sk-or-test").run())
+    result = run_job(run_config, api_key="sk-or-test")
 
     assert result.exit_code == 0, result.message
     real_cost = result.summary.cost_usd
@@ -142,7 +140,7 @@ def test_estimate_fetches_prices_only_when_asked_and_then_prices_from_the_cache(
     assert fetched.returncode == 0, fetched.stderr
     data = orjson.loads(fetched.stdout)
     assert data["requests_without_price"] == {}
-    assert data["price_sources"][model].endswith("/models (fetched now)")
+    assert data["price_sources"][model] == "/models, fetched now"
     price = CATALOG[model]
     assert data["cost_usd"]["worst"] == pytest.approx(
         1.2 * data["input_tokens_est"] * price.prompt_price + 20 * 100 * price.completion_price, rel=1e-9

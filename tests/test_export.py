@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import subprocess
@@ -10,18 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import job_file, read_jsonl, run_cli, write_jsonl
+from conftest import job_file, read_jsonl, run_cli, run_job, write_jsonl
 
-from batchrun.config import load_config
 from batchrun.errors import ConfigError
 from batchrun.export import export
-from batchrun.runner import Runner
 
 LABELS = {"billing", "bug", "feature", "other"}
 
-
-def run_job(job: Path, **overrides: Any):
-    return asyncio.run(Runner(load_config(job, overrides), api_key="x").run())
 
 
 def tickets(path: Path, n: int) -> Path:
@@ -120,7 +114,7 @@ def test_a_parsed_key_that_collides_with_an_input_column_is_prefixed(tmp_path: P
 
 
 @pytest.mark.parametrize(("setup", "message"), [
-    ("nothing", "no manifest"), ("gone", "is gone"), ("format", "--format must be csv or jsonl")])
+    ("nothing", "no readable manifest"), ("gone", "is gone"), ("format", "--format must be csv or jsonl")])
 def test_export_errors(tmp_path: Path, setup: str, message: str) -> None:
     results = tmp_path / "out.jsonl"
     results.write_text("")

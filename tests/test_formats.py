@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 from pathlib import Path
@@ -10,17 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import job_file, read_jsonl, write_jsonl
+from conftest import job_file, read_jsonl, run_job, write_jsonl
 
-from batchrun.config import load_config
 from batchrun.errors import ConfigError
 from batchrun.inputs import TableRow, iter_lines, measure, open_input
 from batchrun.records import InputParser, InvalidLine, Request, success_record
-from batchrun.runner import Runner
-
-
-def run_job(job: Path, **overrides: Any):
-    return asyncio.run(Runner(load_config(job, overrides), api_key="x").run())
 
 
 def batch_line(custom_id: str, content: str, **body: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""idset.py: an exact id set, compact for ids that end in a number (DESIGN.md §1: ≤ ~32 bytes per id)."""
+"""idset.py: an exact id set, compact for ids that end in a number (docs/design.md §1: ≤ ~32 bytes per id)."""
 
 from __future__ import annotations
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from dataclasses import replace
 from pathlib import Path
 
-from conftest import read_jsonl
+from conftest import read_jsonl, run_job
 
 from batchrun.config import load_config
 from batchrun.export import export
-from batchrun.runner import Runner
 from batchrun.schema import schema_of, validate_reply
 
 JOBS = Path(__file__).parent.parent / "jobs"
@@ -21,7 +19,7 @@ def run_trial(job: Path, output: Path, limit: int = 20):
     config = load_config(job, {"output": output, "limit": limit})
     assert config.use_sim is False  # the job targets OpenRouter; --sim switches it
     config = load_config(job, {"output": output, "limit": limit, "base_url": "sim"})
-    return config, asyncio.run(Runner(config).run())
+    return config, run_job(config, api_key=None)
 
 
 def test_label_reviews_structured_replies_match_the_jobs_schema(tmp_path: Path) -> None:
@@ -53,7 +51,7 @@ def test_label_csv_exports_back_to_csv_with_its_labels(tmp_path: Path) -> None:
 def test_route_reviews_routes_by_provider_and_sends_attribution(tmp_path: Path, sim) -> None:
     config = load_config(JOBS / "route-reviews.toml", {"output": tmp_path / "out.jsonl", "limit": 20})
     assert config.base_url.startswith("https://openrouter.ai")
-    result = asyncio.run(Runner(replace(config, base_url=sim.base_url), api_key="sk-or-test").run())
+    result = run_job(replace(config, base_url=sim.base_url), api_key="sk-or-test")
 
     assert result.exit_code == 0, result.message
     records = read_jsonl(tmp_path / "out.jsonl")
@@ -72,7 +70,7 @@ def test_local_server_job_runs_keyless_and_is_priced_by_its_table(tmp_path: Path
     monkeypatch.delenv("LOCAL_LLM_KEY", raising=False)
     sim = sim_factory(dialect="plain")
     config = load_config(JOBS / "local-server.toml", {"output": tmp_path / "out.jsonl", "limit": 5})
-    result = asyncio.run(Runner(replace(config, base_url=sim.root_url)).run())
+    result = run_job(replace(config, base_url=sim.root_url), api_key=None)
 
     assert result.exit_code == 0, result.message
     price = config.pricing["gemma-3-270m"]

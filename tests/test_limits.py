@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 
 import pytest
@@ -342,20 +343,123 @@ def test_an_over_limit_429_without_a_hint_does_not_pause() -> None:
     assert (limits.gate.limit, limits.requests.rate) == (3, 5.0)
 
 
-def test_near_simultaneous_429s_count_once() -> None:
+def booked(limits: AdaptiveLimits, tokens: float = 0.0) -> contextvars.Context:
+    """One request booked in a context of its own, as a worker task books it."""
+    context = contextvars.copy_context()
+    context.run(limits.reserve, tokens)
+    return context
+
+
+def test_one_episode_is_one_pause_and_one_cut() -> None:
     clock = FakeClock(10.0)
     limits = AdaptiveLimits(concurrency=16, rpm=1200, clock=clock)
-    limits.on_rate_limited(2.0, over_limit=True)
-    clock.now = 10.5
-    assert limits.on_rate_limited(5.0, over_limit=True) is True  # inside the cooldown: only the pause grows
-    assert (limits.gate.limit, limits.requests.rate) == (12, 10.0)
-    assert limits.paused_until == 15.5
-    clock.now = 10.9
-    limits.on_rate_limited(1.0, over_limit=True)  # a shorter hint never shortens the pause
-    assert limits.paused_until == 15.5
+    in_flight = [booked(limits) for _ in range(16)]
+    assert in_flight[0].run(limits.on_rate_limited, 2.0, over_limit=True) is True
+    assert (limits.gate.limit, limits.requests.rate, limits.paused_until) == (12, 10.0, 12.0)
+    # The other 15 were sent at the old rate: their 429s come back over the next seconds, some
+    # after the pause ended and with longer hints, and change nothing.
+    for i, request in enumerate(in_flight[1:]):
+        clock.now = 10.0 + 0.2 * i
+        assert request.run(limits.on_rate_limited, 5.0, over_limit=True) is False
+    assert (limits.gate.limit, limits.requests.rate, limits.paused_until) == (12, 10.0, 12.0)
+    assert limits.slowdowns == 1
+    # A request booked after the cut that is refused again is a new signal: the new rate is too high.
+    clock.now = 13.0
+    fresh = booked(limits)
+    assert fresh.run(limits.on_rate_limited, 1.0, over_limit=True) is True
+    assert (limits.gate.limit, limits.requests.rate, limits.paused_until) == (9, 5.0, 14.0)
+    assert limits.slowdowns == 2
+
+
+def test_a_shorter_hint_never_shortens_the_pause() -> None:
+    clock = FakeClock(10.0)
+    limits = AdaptiveLimits(concurrency=16, rpm=1200, clock=clock)
+    booked(limits).run(limits.on_rate_limited, 5.0, over_limit=True)
     clock.now = 11.0
-    limits.on_rate_limited(None, over_limit=True)  # a second after the first decrease: a new signal
-    assert (limits.gate.limit, limits.requests.rate) == (9, 5.0)
+    booked(limits).run(limits.on_rate_limited, 1.0, over_limit=True)
+    assert limits.paused_until == 15.0
+
+
+def test_stale_answers_do_not_count_towards_the_share() -> None:
+    clock = FakeClock()
+    limits = AdaptiveLimits(concurrency=16, rpm=1200, clock=clock)
+    old = [booked(limits) for _ in range(30)]
+    for _ in range(9):
+        limits.on_success()
+    assert old[0].run(limits.on_rate_limited, None) is True  # 1 in 10: over 5 %
+    for request in old[1:20]:
+        assert request.run(limits.on_rate_limited, None) is False  # the same episode
+    assert limits.slowdowns == 1
+    fresh = [booked(limits) for _ in range(10)]
+    for request in fresh[:9]:
+        request.run(limits.on_success)
+    assert fresh[9].run(limits.on_rate_limited, None) is True  # 1 in 10 fresh answers
+
+
+def test_worker_tasks_each_keep_their_own_booking() -> None:
+    async def main() -> int:
+        limits = AdaptiveLimits(concurrency=8, rpm=6000, clock=FakeClock())
+        answered = asyncio.Event()
+
+        async def worker() -> None:
+            limits.reserve(0)
+            await answered.wait()  # all eight are in flight when the server refuses them
+            limits.on_rate_limited(1.0, over_limit=True)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(8)]
+        await asyncio.sleep(0)
+        answered.set()
+        await asyncio.gather(*tasks)
+        return limits.slowdowns
+
+    assert asyncio.run(main()) == 1
+
+
+@pytest.mark.parametrize(
+    ("successes", "upstream", "unattributed", "slowed"),
+    [
+        (45, 5, 0, False),  # 10 % upstream 429s: that provider's noise, not the client's limit
+        (38, 12, 0, False),  # 24 %
+        (37, 13, 0, True),  # 26 %: a provider refusing one in four is saturated
+        (44, 3, 3, True),  # the unattributed ones alone pass 5 %
+        (45, 3, 2, False),  # 4 % unattributed, 10 % in all
+        (0, 9, 0, False),  # fewer than 10 answers
+    ],
+)
+def test_upstream_429s_slow_the_pool_only_past_their_own_share(
+    successes: int, upstream: int, unattributed: int, slowed: bool
+) -> None:
+    limits = AdaptiveLimits(concurrency=16, rpm=1200, clock=FakeClock())
+    for _ in range(successes):
+        limits.on_success()
+    results = [limits.on_rate_limited(1.0, upstream=True) for _ in range(upstream)]
+    results += [limits.on_rate_limited(1.0) for _ in range(unattributed)]
+    assert any(results) is slowed
+    assert (limits.slowdowns == 1) is slowed
+
+
+def test_one_percent_of_upstream_429s_never_slows_the_pool() -> None:
+    limits = AdaptiveLimits(concurrency=32, clock=FakeClock())
+    for i in range(10_000):
+        if i % 100 == 99:
+            assert limits.on_rate_limited(1.0, upstream=True) is False
+        else:
+            limits.on_success()
+    assert limits.slowdowns == 0 and limits.paused_until == -math.inf
+
+
+def test_capped_concurrency_stays_the_ceiling() -> None:
+    clock = FakeClock()
+    limits = AdaptiveLimits(concurrency=3000, clock=clock)
+    limits.cap_concurrency(40)
+    assert (limits.gate.limit, limits.max_concurrency) == (40, 40)
+    limits.on_rate_limited(None, over_limit=True)
+    assert limits.gate.limit == 30  # 0.75 of the cap, not of 3000
+    for _ in range(2_000):
+        limits.on_success()
+    assert limits.gate.limit == 40
+    limits.cap_concurrency(0)
+    assert limits.gate.limit == 1
 
 
 def test_repeated_429s_stop_at_the_floors() -> None:
@@ -417,12 +521,15 @@ def test_successes_recover_gradually_up_to_the_ceilings() -> None:
     limits.on_success()
     assert limits.gate.limit == 12  # window 12.083
     assert limits.requests.rate == pytest.approx(10.05, abs=1e-12)
-    limits_seen, rates_seen = [], []
+    limits_seen: list[int] = []
+    rates_seen: list[float] = []
     for _ in range(400):
         clock.advance(0.05)
         limits.on_success()
         limits_seen.append(limits.gate.limit)
-        rates_seen.append(limits.requests.rate)
+        rate = limits.requests.rate
+        assert rate is not None
+        rates_seen.append(rate)
     assert limits_seen == sorted(limits_seen) and rates_seen == sorted(rates_seen)
     assert max(limits_seen) == 16 and limits.gate.limit == 16
     assert max(rates_seen) == 20.0 and limits.requests.rate == 20.0
@@ -465,7 +572,9 @@ def test_recovery_slows_to_a_probe_near_the_rate_the_server_refused() -> None:
     for _ in range(200):
         before = limits.requests.rate
         limits.on_success()
-        steps.append(round(limits.requests.rate - before, 9))
+        after = limits.requests.rate
+        assert before is not None and after is not None
+        steps.append(round(after - before, 9))
     fast, probe = AdaptiveLimits.recovery_per_success, AdaptiveLimits.probe_per_success
     # 9 → 9.5 (95 % of 10) at the fast step, then the probe step up to 11 (110 %), then fast again.
     assert steps[:10] == [fast] * 10

@@ -236,7 +236,7 @@ def net_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run_job(tmp_path: Path, base_url: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_through_env(tmp_path: Path, base_url: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     source = write_jsonl(tmp_path / "in.jsonl", prompts(LINES))
     job = job_file(tmp_path, source, extra=f'base_url = "{base_url}"')
     return run_cli("run", job, "--no-progress", env=env, timeout=60)
@@ -301,7 +301,7 @@ def test_sim_command_refuses_a_key_that_does_not_load(certs: Certs) -> None:
 def test_https_job_succeeds_when_ssl_cert_file_names_the_ca(
     tmp_path: Path, tls_sim: SimServer, certs: Certs
 ) -> None:
-    completed = run_job(tmp_path, tls_sim.base_url, net_env(SSL_CERT_FILE=str(certs.ca)))
+    completed = run_through_env(tmp_path, tls_sim.base_url, net_env(SSL_CERT_FILE=str(certs.ca)))
 
     assert_all_succeeded(tmp_path, completed)
     assert tls_sim.ledger.counts()["requests"] == LINES
@@ -313,7 +313,7 @@ def test_an_untrusted_certificate_stops_the_job_with_how_to_fix_it(
 ) -> None:
     env = net_env() if trust == "system store" else net_env(SSL_CERT_FILE=str(certs.other_ca))
 
-    completed = run_job(tmp_path, tls_sim.base_url, env)
+    completed = run_through_env(tmp_path, tls_sim.base_url, env)
 
     # Every request would fail the same way, so the job stops (resumable) instead of retrying each.
     assert completed.returncode == 3, completed.stderr
@@ -323,7 +323,7 @@ def test_an_untrusted_certificate_stops_the_job_with_how_to_fix_it(
     assert read_jsonl(tmp_path / "out.errors.jsonl") == [], "the lines are left for the rerun"
     assert tls_sim.ledger.counts()["requests"] == 0, "no request got past the handshake"
 
-    rerun = run_job(tmp_path, tls_sim.base_url, net_env(SSL_CERT_FILE=str(certs.ca)))
+    rerun = run_through_env(tmp_path, tls_sim.base_url, net_env(SSL_CERT_FILE=str(certs.ca)))
     assert_all_succeeded(tmp_path, rerun)
 
 
@@ -380,7 +380,7 @@ def test_transport_gets_models_and_key_with_the_ca_through_the_proxy(
 def test_every_http_request_goes_through_the_proxy(
     tmp_path: Path, sim: SimServer, proxy: ForwardProxy, variable: str
 ) -> None:
-    completed = run_job(tmp_path, sim.base_url, net_env(**{variable: proxy.url}))
+    completed = run_through_env(tmp_path, sim.base_url, net_env(**{variable: proxy.url}))
 
     assert_all_succeeded(tmp_path, completed)
     assert sim.ledger.counts()["requests"] == LINES
@@ -397,7 +397,7 @@ def test_no_proxy_exempts_the_host(
 ) -> None:
     env = net_env(HTTP_PROXY=proxy.url, HTTPS_PROXY=proxy.url, NO_PROXY=no_proxy)
 
-    completed = run_job(tmp_path, sim.base_url, env)
+    completed = run_through_env(tmp_path, sim.base_url, env)
 
     assert_all_succeeded(tmp_path, completed)
     assert proxy.connections == 0
@@ -410,7 +410,7 @@ def test_https_goes_through_a_connect_tunnel_with_the_ca(
         socket.getaddrinfo(PROXY_ONLY_HOST, tls_sim.port)
     env = net_env(HTTPS_PROXY=proxy.url, SSL_CERT_FILE=str(certs.ca))
 
-    completed = run_job(tmp_path, via_alias(tls_sim), env)
+    completed = run_through_env(tmp_path, via_alias(tls_sim), env)
 
     assert_all_succeeded(tmp_path, completed)
     assert tls_sim.ledger.counts()["requests"] == LINES
@@ -423,7 +423,7 @@ def test_http_proxy_alone_does_not_proxy_https(
 ) -> None:
     env = net_env(HTTP_PROXY=proxy.url, SSL_CERT_FILE=str(certs.ca))
 
-    assert_all_succeeded(tmp_path, run_job(tmp_path, tls_sim.base_url, env))
+    assert_all_succeeded(tmp_path, run_through_env(tmp_path, tls_sim.base_url, env))
     assert proxy.connections == 0
 
 
@@ -436,7 +436,7 @@ def test_credentials_in_the_proxy_url_reach_the_proxy(
     with_auth = proxy.url.replace("http://", "http://batchrun:s3cret@")
     env = net_env(HTTP_PROXY=with_auth, HTTPS_PROXY=with_auth, SSL_CERT_FILE=str(certs.ca))
 
-    completed = run_job(tmp_path, via_alias(target), env)
+    completed = run_through_env(tmp_path, via_alias(target), env)
 
     assert_all_succeeded(tmp_path, completed)
     assert proxy.proxy_auth and set(proxy.proxy_auth) == {_basic("batchrun", "s3cret")}
@@ -449,7 +449,7 @@ def test_a_proxy_given_as_host_and_port_is_an_http_proxy(
     # curl and requests read HTTP_PROXY=host:port as http://host:port.
     env = net_env(HTTP_PROXY=proxy.url.removeprefix("http://"))
 
-    assert_all_succeeded(tmp_path, run_job(tmp_path, sim.base_url, env))
+    assert_all_succeeded(tmp_path, run_through_env(tmp_path, sim.base_url, env))
     assert len(proxy.forwarded) == LINES + 2  # and GET /models, GET /key
 
 
@@ -457,5 +457,5 @@ def test_the_built_in_simulator_is_never_reached_through_a_proxy(
     tmp_path: Path, proxy: ForwardProxy
 ) -> None:
     # A corporate proxy cannot reach the loopback simulator that --sim starts on this machine.
-    assert_all_succeeded(tmp_path, run_job(tmp_path, "sim", net_env(HTTP_PROXY=proxy.url)))
+    assert_all_succeeded(tmp_path, run_through_env(tmp_path, "sim", net_env(HTTP_PROXY=proxy.url)))
     assert proxy.connections == 0

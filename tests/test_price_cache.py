@@ -7,18 +7,15 @@ or fetched) it used.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import job_file, read_jsonl, write_jsonl
+from conftest import job_file, read_jsonl, run_job, write_jsonl
 
-from batchrun.config import load_config
 from batchrun.price_cache import MAX_AGE_S, cache_file, read_prices, write_prices
-from batchrun.runner import Runner
 from batchrun.sim.catalog import CATALOG
 from batchrun.transport import api_root
 from batchrun.units import duration_text, usd
@@ -33,7 +30,7 @@ def run_priced_job(tmp_path: Path, sim, name: str) -> dict:
         tmp_path, write_jsonl(tmp_path / f"{name}.in.jsonl", rows), output=tmp_path / f"{name}.jsonl",
         extra=f'base_url = "{sim.base_url}"\nmodel = "{R1}"\napi = "openrouter"\n',
     )
-    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    result = run_job(job, api_key="k")
     assert result.exit_code == 0, result.message
     [record] = read_jsonl(tmp_path / f"{name}.jsonl")
     return record
@@ -121,7 +118,7 @@ def test_a_simulator_job_without_provider_cost_is_priced_from_the_simulators_lis
         tmp_path, write_jsonl(tmp_path / "in.jsonl", rows),
         extra=f'base_url = "sim"\nmodel = "{R1}"\n[sim]\nno_cost = true\n',
     )
-    result = asyncio.run(Runner(load_config(job)).run())
+    result = run_job(job, api_key=None)
 
     assert result.exit_code == 0, result.message
     for record in read_jsonl(tmp_path / "out.jsonl"):
@@ -146,7 +143,7 @@ def test_cached_prompt_tokens_are_billed_as_the_simulator_bills_them(
         extra=f'base_url = "{sim.base_url}"\nsystem = "{"Follow these rules. " * 400}"\n'
               "[limits]\nconcurrency = 1\n",
     )
-    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    result = run_job(job, api_key="k")
 
     assert result.exit_code == 0, result.message
     records = read_jsonl(tmp_path / "out.jsonl")

@@ -1,4 +1,4 @@
-"""records.py: the input shapes and rules of DESIGN.md §1, and the output records of §2."""
+"""records.py: the input shapes and rules of docs/design.md §1, and the output records of §2."""
 
 from __future__ import annotations
 

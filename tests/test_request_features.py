@@ -7,7 +7,6 @@ log) and what the output records say. "Unchanged" is checked on canonical JSON (
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from pathlib import Path
@@ -15,10 +14,10 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import job_file, read_jsonl, run_cli, write_jsonl
+from conftest import job_file, read_jsonl, run_cli, run_job, write_jsonl
 
-from batchrun.config import DEFAULT_MODEL, load_config
-from batchrun.runner import Runner, RunResult
+from batchrun.config import DEFAULT_MODEL
+from batchrun.runner import RunResult
 from batchrun.sim import CATALOG, SimServer
 from batchrun.sim.received import Received
 
@@ -58,7 +57,7 @@ def make_job(tmp_path: Path, sim: SimServer, rows: list[dict[str, Any]], extra: 
 
 
 def run(job: Path, key: str | None = KEY) -> RunResult:
-    return asyncio.run(Runner(load_config(job), api_key=key).run())
+    return run_job(job, api_key=key)
 
 
 def results(job: Path) -> dict[str, dict[str, Any]]:

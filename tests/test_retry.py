@@ -1,4 +1,4 @@
-"""retry.py: every row of DESIGN.md §4 and openrouter-wire.md §1, §2, §7, as a table."""
+"""retry.py: every row of docs/design.md §4 and docs/openrouter-wire.md §1, §2, §7, as a table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from batchrun.retry import (
     Verdict,
     backoff,
-    classify_failure,
     classify_response,
     parse_duration,
     parse_retry_after,
@@ -220,7 +219,6 @@ def test_classify_response(
 ) -> None:
     verdict = classify_response(status, headers, raw, **kwargs)
     assert verdict.kind == kind
-    assert verdict.ok is (kind is None)
     if wait is None:
         assert verdict.retry_after is None
     else:
@@ -259,10 +257,6 @@ def test_classify_response_messages(status: int, raw: bytes, message: str) -> No
 def test_non_json_body_is_kept_as_text() -> None:
     verdict = classify_response(502, {}, HTML_502)
     assert verdict.body == HTML_502.strip().decode()
-
-
-def test_classify_failure_is_a_verdict_of_that_kind() -> None:
-    assert classify_failure("timeout", "no answer in 300 s") == Verdict("timeout", "no answer in 300 s")
 
 
 @pytest.mark.parametrize(
@@ -392,31 +386,67 @@ def test_retry_wait_passes_base_and_cap_to_backoff() -> None:
     assert retry_wait(Verdict("timeout"), 10, base=0.01, cap=0.05, rng=lambda: 1.0) == 0.05
 
 
+UPSTREAM = "google/gemini-2.0-flash-lite-001 is temporarily rate-limited upstream"
+SHARED_POOL = {"limit_source": "upstream_provider_shared_pool", "provider_name": "Google",
+               "raw": UPSTREAM}
+REMAINING_0 = {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0",
+               "X-RateLimit-Reset": "1788825600000"}
+
+
 @pytest.mark.parametrize(
-    ("status", "headers", "raw", "over_limit"),
+    ("status", "headers", "raw", "over_limit", "upstream"),
     [
-        pytest.param(429, {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0"},
-                     err(429, "Rate limit exceeded: free-models-per-min."), True, id="remaining-0"),
+        # -- the client's own limit: no upstream source named, and the server says so ------------
+        pytest.param(429, REMAINING_0, err(429, "Rate limit exceeded: free-models-per-min."), True,
+                     False, id="free-per-min-remaining-0"),
+        pytest.param(429, {"Retry-After": "3"}, err(429, "Rate limit exceeded: free-models-per-min."),
+                     True, False, id="free-per-min-message-alone"),
         pytest.param(429, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "1234"},
-                     err("rate_limit_exceeded", "Rate limit reached (RPM)"), True, id="openai-remaining-requests-0"),
+                     err("rate_limit_exceeded", "Rate limit reached (RPM)"), True, False,
+                     id="openai-remaining-requests-0"),
         pytest.param(429, {"x-ratelimit-remaining-tokens": "0"}, err("rate_limit_exceeded", "TPM"), True,
-                     id="openai-remaining-tokens-0"),
+                     False, id="openai-remaining-tokens-0"),
         pytest.param(429, {}, err(429, "Rate limit exceeded",
-                                  metadata={"headers": {"X-RateLimit-Remaining": "0"}}), True,
+                                  metadata={"headers": {"X-RateLimit-Remaining": "0"}}), True, False,
                      id="remaining-0-in-body"),
-        pytest.param(429, {"X-RateLimit-Remaining": "3"}, err(429, "slow down"), False, id="remaining-left"),
-        pytest.param(429, {"Retry-After": "1"},
-                     err(429, "m is temporarily rate-limited upstream",
-                         metadata={"limit_source": "upstream_provider_shared_pool"}), False, id="upstream"),
         pytest.param(402, {"Retry-After": "2"},
                      err(402, "in-flight", metadata={"limit_source": "openrouter_in_flight_budget"}), True,
-                     id="in-flight-402"),
-        pytest.param(503, {"Retry-After": "2"}, err(503, "overloaded"), False, id="503"),
+                     False, id="in-flight-402"),
+        # -- neither: only the share of recent answers can slow the pool -------------------------
+        pytest.param(429, {"X-RateLimit-Remaining": "3"}, err(429, "slow down"), False, False,
+                     id="remaining-left"),
+        pytest.param(429, {"Retry-After": "1"}, err(429, "Rate limit exceeded"), False, False,
+                     id="unattributed-retry-after-only"),
+        # -- an upstream source named: this request's alone, whatever X-RateLimit-* it carries -----
+        pytest.param(429, {"Retry-After": "1"}, err(429, UPSTREAM, metadata=SHARED_POOL), False, True,
+                     id="upstream-retry-after"),
+        pytest.param(429, {"Retry-After": "1", **REMAINING_0}, err(429, UPSTREAM, metadata=SHARED_POOL),
+                     False, True, id="upstream-remaining-0-in-headers"),
+        pytest.param(429, {"Retry-After": "1"},
+                     err(429, UPSTREAM, metadata={**SHARED_POOL, "headers": REMAINING_0}), False, True,
+                     id="upstream-remaining-0-in-metadata"),
+        pytest.param(429, REMAINING_0,
+                     err(429, "m is temporarily rate-limited upstream"), False, True,
+                     id="upstream-message-alone"),
+        pytest.param(429, REMAINING_0,
+                     err(429, "Provider returned error",
+                         metadata={"raw": '{"error":{"code":429,"message":"quota"}}', "provider_name": "Groq"}),
+                     False, True, id="provider-returned-error"),
+        pytest.param(429, {"x-ratelimit-remaining-requests": "0"},
+                     err(429, "Too many requests", metadata={"provider_name": "Together"}), False, True,
+                     id="provider-name-alone"),
+        pytest.param(429, REMAINING_0,
+                     err(429, "Rate limit exceeded", metadata={"limit_source": "upstream_provider_shared_pool"}),
+                     False, True, id="limit-source-alone"),
+        pytest.param(200, REMAINING_0, err(429, "Rate limit exceeded"), False, True,
+                     id="429-in-a-200-is-the-providers"),
+        pytest.param(503, {"Retry-After": "2"}, err(503, "overloaded"), False, False, id="503"),
     ],
 )
-def test_over_limit_marks_the_servers_own_limit(
-    status: int, headers: dict[str, str], raw: bytes, over_limit: bool
+def test_own_limit_and_upstream_429s(
+    status: int, headers: dict[str, str], raw: bytes, over_limit: bool, upstream: bool
 ) -> None:
     verdict = classify_response(status, headers, raw)
     assert verdict.kind == ("server_error" if status == 503 else "rate_limited")
-    assert verdict.over_limit is over_limit
+    assert (verdict.over_limit, verdict.upstream) == (over_limit, upstream)
+    assert not (verdict.over_limit and verdict.upstream)  # an upstream 429 is never our own limit

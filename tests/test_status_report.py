@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import subprocess
@@ -19,16 +18,18 @@ from conftest import (
     prompts,
     read_jsonl,
     run_cli,
+    run_job,
     start_cli,
     write_jsonl,
 )
 
-from batchrun.config import load_config, output_paths
+from batchrun.config import output_paths
+from batchrun.ledger import run_active
 from batchrun.report import collect, write_report
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import RunResult
 from batchrun.show import IdNotFound, show
 from batchrun.sim import SimConfig, SimServer
-from batchrun.status import job_status, job_summary, run_active
+from batchrun.status import job_status
 
 # Faults that are turned away before generation, so every id is billed at most once and the
 # token counts of the final records are exactly what the simulator billed.
@@ -48,7 +49,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim
     source.write_bytes(b"\n".join(lines) + b"\n")
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nmax_attempts = 3\n')
     try:
-        result = asyncio.run(Runner(load_config(job), api_key="sk-or-test").run())
+        result = run_job(job, api_key="sk-or-test")
         yield sim, result, tmp_path / "out.jsonl"
     finally:
         sim.stop()
@@ -67,7 +68,7 @@ def test_status_of_a_finished_run_matches_the_run_and_the_simulator_ledger(finis
         assert seen[key] == run[key], key
     assert seen["cost_usd"] == pytest.approx(run["cost_usd"], abs=1e-9)
     assert seen["failed"]["invalid_input"] == 2 and seen["failed"]["content_filtered"] > 0
-    assert job_summary(output).to_dict()["succeeded"] == run["succeeded"]
+    assert job_status(output, check_input=False).summary.to_dict()["succeeded"] == run["succeeded"]
     # ... and the simulator's own ledger.
     billed = [e for e in sim.ledger.entries() if e.billed]
     assert max(sim.ledger.billed_by_prompt().values()) == 1

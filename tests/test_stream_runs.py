@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from conftest import job_file, read_jsonl, write_jsonl
-
-from batchrun.config import load_config
-from batchrun.runner import Runner
+from conftest import job_file, read_jsonl, run_job, write_jsonl
 
 
 def test_streamed_replies_are_assembled_and_billed_like_the_simulator_says(tmp_path: Path, sim) -> None:
@@ -19,7 +15,7 @@ def test_streamed_replies_are_assembled_and_billed_like_the_simulator_says(tmp_p
     rows.append({"custom_id": "cut", "prompt": "[[sim:finish_error*1]] again", "max_tokens": 16, "stream": True})
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
 
-    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    result = run_job(job, api_key="k")
 
     assert result.exit_code == 0, result.message
     records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
@@ -42,7 +38,7 @@ def test_time_to_first_token_is_recorded_for_streams_and_null_otherwise(tmp_path
     ]
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
 
-    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    result = run_job(job, api_key="k")
 
     assert result.exit_code == 0, result.message
     records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
@@ -60,7 +56,7 @@ def test_a_stream_that_goes_silent_times_out_on_the_idle_limit_and_is_retried(tm
         extra=f'base_url = "{sim.base_url}"\n[limits]\ntimeout_s = 600\nstream_idle_s = 0.3\n',
     )
 
-    result = asyncio.run(Runner(load_config(job, {"log_path": log}), api_key="k").run())
+    result = run_job(job, {"log_path": log}, api_key="k")
 
     assert result.exit_code == 0, result.message
     [record] = read_jsonl(tmp_path / "out.jsonl")

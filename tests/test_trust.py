@@ -20,14 +20,13 @@ from conftest import (
     prompts,
     read_jsonl,
     run_cli,
+    run_job,
     start_cli,
     wait_for,
     write_jsonl,
 )
 
-from batchrun.config import load_config
-from batchrun.runner import Runner
-from batchrun.status import run_active
+from batchrun.ledger import run_active
 
 RETRIED = {
     "429": "rate_limited",
@@ -58,7 +57,7 @@ def test_every_transient_fault_is_classified_and_retried_until_it_succeeds(tmp_p
     log = tmp_path / "attempts.log"
     job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\ntimeout_s = 0.5\n')
 
-    result = asyncio.run(Runner(load_config(job, {"log_path": log}), api_key="sk-or-test").run())
+    result = run_job(job, {"log_path": log}, api_key="sk-or-test")
 
     assert result.exit_code == 0, result.message
     results = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
@@ -80,7 +79,7 @@ def test_an_id_that_exhausts_its_attempts_goes_to_the_errors_file_with_the_last_
     rows = [*prompts(10), {"custom_id": "doomed", "prompt": "[[sim:503]] no luck", "max_tokens": 8}]
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
 
-    result = asyncio.run(Runner(load_config(job, {"max_attempts": 3}), api_key="k").run())
+    result = run_job(job, {"max_attempts": 3}, api_key="k")
 
     assert result.exit_code == 1
     [error] = read_jsonl(tmp_path / "out.errors.jsonl")
@@ -95,7 +94,7 @@ def test_moderation_flags_only_its_line_and_credits_stop_the_job(tmp_path: Path,
     sim = sim_factory()
     rows = [*prompts(20), {"custom_id": "flagged", "prompt": "[[sim:moderation403]] hmm", "max_tokens": 8}]
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
-    result = asyncio.run(Runner(load_config(job), api_key="k").run())
+    result = run_job(job, api_key="k")
     assert result.exit_code == 1
     [error] = read_jsonl(tmp_path / "out.errors.jsonl")
     assert error["error"]["code"] == "content_filtered"
@@ -115,7 +114,7 @@ def test_budget_cap_is_never_passed_and_the_job_resumes_after_raising_it(tmp_pat
     rows = prompts(400, max_tokens=50)
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
     cap = 0.001
-    result = asyncio.run(Runner(load_config(job, {"max_cost_usd": cap}), api_key="k").run())
+    result = run_job(job, {"max_cost_usd": cap}, api_key="k")
 
     assert result.exit_code == 3 and result.stop_kind == "budget_exceeded"
     assert "raise --max-cost" in result.message
@@ -123,7 +122,7 @@ def test_budget_cap_is_never_passed_and_the_job_resumes_after_raising_it(tmp_pat
     done = len(read_jsonl(tmp_path / "out.jsonl"))
     assert 0 < done < 400
 
-    again = asyncio.run(Runner(load_config(job, {"max_cost_usd": 1.0}), api_key="k").run())
+    again = run_job(job, {"max_cost_usd": 1.0}, api_key="k")
     assert again.exit_code == 0
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 400
     assert max(sim.ledger.billed_by_prompt().values()) == 1
@@ -269,7 +268,7 @@ def test_the_budget_books_the_dearest_model_of_a_fallback_list(tmp_path: Path, s
             for row in prompts(50, max_tokens=50)]
     job = job_file(tmp_path, write_jsonl(tmp_path / "in.jsonl", rows), extra=f'base_url = "{sim.base_url}"')
     cap = 0.001
-    result = asyncio.run(Runner(load_config(job, {"max_cost_usd": cap, "concurrency": 4}), api_key="k").run())
+    result = run_job(job, {"max_cost_usd": cap, "concurrency": 4}, api_key="k")
     assert result.stop_kind == "budget_exceeded"
     # Each request could cost up to 50 output tokens at $4/M, so few fit under the cap.
     per_request_worst = 50 * 4.0e-6

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from conftest import (
     StderrWatch,
     cli_env,
@@ -193,3 +194,38 @@ def test_the_plan_says_why_lines_are_invalid(tmp_path: Path, sim) -> None:
     plan = completed.stderr.splitlines()[0]
     assert "2 of the first 2 lines are invalid (rows need a template (--template" in plan
     assert "cost" not in plan
+
+
+def test_show_prints_the_body_that_was_sent_to_another_server(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(dialect="plain")  # a llama.cpp/vLLM-like server: streams get usage only if asked
+    source = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": "s1", "prompt": "hi", "stream": True,
+                                                  "max_tokens": 8}])
+    ran = run_cli("run", source, "-o", tmp_path / "out.jsonl", "--base-url", sim.base_url, "--no-progress")
+    assert ran.returncode == 0, ran.stderr
+    shown = run_cli("show", tmp_path / "out.jsonl", "s1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    request = orjson.loads(shown.stdout)["request"]
+    [sent] = [r for r in orjson.loads(_get_text(sim.root_url + "/_sim/requests"))["requests"]
+              if r.get("path", "").endswith("/chat/completions")]
+    assert request == sent["body"]
+    assert request["stream_options"] == {"include_usage": True}
+
+
+def _get_text(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return bytes(answer.read())
+
+
+def test_status_says_the_wall_time_the_runs_took(tmp_path: Path, sim_factory) -> None:
+    sim = sim_factory(latency_s=0.05)
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(40))
+    job = job_file(tmp_path, source, extra=f'base_url = "{sim.base_url}"\n[limits]\nconcurrency = 2\n')
+    walls = []
+    for limit in ("20", "40"):
+        ran = run_cli("run", job, "--no-progress", "--limit", limit)
+        assert ran.returncode == 0, ran.stderr
+        walls.append(float(ran.stderr.split("wall time ")[1].split(" s")[0]))
+    shown = run_cli("status", tmp_path / "out.jsonl", "--json")
+    assert orjson.loads(shown.stdout)["wall_s"] == pytest.approx(sum(walls), abs=0.02)

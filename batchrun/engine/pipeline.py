@@ -325,7 +325,9 @@ class Pipeline:
     def _on_rate_limited(self, verdict: Verdict) -> None:
         limits = self._limits
         paused_before = limits.paused_until
-        if not limits.on_rate_limited(verdict.retry_after, over_limit=verdict.over_limit):
+        if not limits.on_rate_limited(
+            verdict.retry_after, over_limit=verdict.over_limit, upstream=verdict.upstream
+        ):
             return
         pause = limits.paused_until - time.monotonic()
         rate = limits.requests.rate

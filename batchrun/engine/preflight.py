@@ -21,22 +21,31 @@ from typing import Any
 import orjson
 
 from batchrun import __version__
-from batchrun.config import DEFAULT_KEY_ENV, JobConfig, api_key_from_env, output_paths
+from batchrun.config import (
+    DEFAULT_KEY_ENV,
+    DEFAULT_MODEL,
+    JobConfig,
+    api_key_from_env,
+    output_paths,
+)
 from batchrun.engine.budget import Budget, billed_in_output, estimate_cost
 from batchrun.engine.redact import Redactor
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Notice, Planned
 from batchrun.inputs import fingerprint, iter_lines, measure, open_input, readable
 from batchrun.ledger import MANIFEST_FORMAT, Ledger, ResumeState
-from batchrun.price_cache import read_prices, write_prices
+from batchrun.price_cache import load_provider_prices
 from batchrun.pricing import PriceBook
 from batchrun.records import InputParser, InvalidLine
 from batchrun.retry import classify_response
 from batchrun.trace import Trace
 from batchrun.transport import Transport
-from batchrun.units import duration_text, usd
+from batchrun.units import usd
 
-__all__ = ["PLAN_SAMPLE_LINES", "Preflight", "job_manifest", "parser_for", "preflight", "sim_args", "stop_hint"]
+__all__ = [
+    "PLAN_SAMPLE_LINES", "Preflight", "job_manifest", "parser_for", "parser_for_manifest",
+    "preflight", "sim_args", "stop_hint",
+]
 
 SIM_KEY = "sk-or-v1-batchrun-simulator"
 PLAN_SAMPLE_LINES = 1000  # lines parsed for the plan line's cost: exact for small jobs, fast for big
@@ -93,6 +102,21 @@ def parser_for(config: JobConfig, *, skip_ids: Collection[str] = frozenset()) ->
     )
 
 
+def parser_for_manifest(manifest: dict[str, Any]) -> InputParser:
+    """The parser of the job an output's manifest describes (``show`` rebuilds bodies with it)."""
+    request = manifest.get("request") or {}
+    endpoint = manifest.get("endpoint") or {}
+    config = JobConfig(
+        input=Path(str((manifest.get("input") or {}).get("path") or "")), output=Path(os.devnull),
+        model=str(manifest.get("model") or "") or DEFAULT_MODEL,
+        params=request.get("params") or {}, system=request.get("system"),
+        template=request.get("template"), schema=request.get("schema"),
+        # The manifest says whether streams were asked for usage (only non-OpenRouter servers are).
+        api="openai" if endpoint.get("ask_stream_usage") else "openrouter",
+    )
+    return parser_for(config)
+
+
 def stop_hint(config: JobConfig, kind: str, message: str, *, key_sent: bool) -> str:
     """The one line that tells a user why the job stopped for its key or credits, and what to do."""
     if kind != ErrorKind.AUTH_ERROR:
@@ -138,7 +162,12 @@ async def preflight(
     )
     prices = PriceBook(config.pricing, builtin=config.builtin_prices)
     if config.speaks_openrouter:  # only OpenRouter (and its simulator) serves prices and /key
-        await _load_prices(config, transport, prices, emit)
+        # Not cached for the simulator: its port, so its API root, changes every run.
+        loaded = await load_provider_prices(
+            prices, transport.root, lambda: transport.get_json("/models"), use_cache=not config.use_sim
+        )
+        if loaded.notice:
+            emit(Notice(loaded.notice))
     _check_budget_prices(config, prices)
     pre = Preflight(
         config, base_url, redactor, ledger, manifest, state, transport, prices, budget,
@@ -213,25 +242,6 @@ def _announce_repairs(config: JobConfig, state: ResumeState, emit: EventHandler)
     for model in state.unavailable_models:
         if model == config.model:
             emit(Notice(f"model {model} was unavailable in the last run"))
-
-
-async def _load_prices(
-    config: JobConfig, transport: Transport, prices: PriceBook, emit: EventHandler
-) -> None:
-    """The provider's prices: the cached list while under a day old, else fetched and cached."""
-    use_cache = not config.use_sim  # the simulator's port, so its API root, changes every run
-    cached = read_prices(transport.root) if use_cache else None
-    if cached is not None and cached.fresh():
-        prices.load_models_payload(cached.payload, cached.source())
-        return
-    payload = await transport.get_json("/models")
-    if payload is not None and prices.load_models_payload(payload, "/models, fetched now"):
-        if use_cache:
-            write_prices(transport.root, payload)
-    elif cached is not None:
-        prices.load_models_payload(cached.payload, cached.source() + ", no fresh list")
-        emit(Notice(f"could not fetch {transport.root}/models: using the list cached "
-                    f"{duration_text(cached.age_s())} ago"))
 
 
 def _check_budget_prices(config: JobConfig, prices: PriceBook) -> None:

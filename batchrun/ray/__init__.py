@@ -1,6 +1,6 @@
 """Scale-out on a Ray cluster (``--ray``): one job in shards, with one limiter, budget and output.
 
-Nothing here is imported unless a job asks for Ray: ``batchrun.api.make_runner`` imports
+Nothing here is imported unless a job asks for Ray: ``batchrun.runner.runner_for`` imports
 ``batchrun.ray.driver`` only for a config with ``ray_address``, so the core's start-up is unchanged.
 
 - ``sharding``: which shard an id belongs to (a fixed hash, recorded in the manifest).

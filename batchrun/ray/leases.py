@@ -106,7 +106,7 @@ class LeaseClient:
         self._clock = clock
         self.gate: LeasedGate | None = None
         self.budget = budget
-        self.demand = lambda: 0  # set by the shard: requests it could send now
+        self.demand: Callable[[], int] = lambda: 0  # set by the shard: requests it could send now
         self.successes = 0
         self.tokens_booked = 0.0
         self.tokens_settled = 0.0

@@ -12,6 +12,7 @@ from .config import (
     BATCH_FAULT_KINDS,
     BATCH_ROW_FAULT_KINDS,
     DIALECTS,
+    UPSTREAM_429_HEADERS,
     SimConfig,
     parse_faults,
     parse_rates,
@@ -35,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-window", type=float, default=60.0, help="sliding window, seconds")
     p.add_argument("--fault", action="append", default=[], metavar="KIND=RATE")
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of injected faults")
+    p.add_argument(
+        "--upstream-429-headers",
+        choices=UPSTREAM_429_HEADERS,
+        default="retry-after",
+        help="how the 429 fault (an upstream provider's) carries X-RateLimit-*: not at all, in "
+        "the headers, in error.metadata.headers, or the three in turn (mix)",
+    )
     p.add_argument(
         "--no-rate-retry-after", action="store_true", help="omit Retry-After on rpm/tpm 429s"
     )
@@ -90,6 +98,7 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
             rate_window_s=a.rate_window,
             faults=parse_faults(a.fault),
             retry_after_s=a.retry_after,
+            upstream_429_headers=a.upstream_429_headers,
             rate_retry_after=not a.no_rate_retry_after,
             api_keys=frozenset(a.api_key) if a.api_key else None,
             credits_usd=a.credits,

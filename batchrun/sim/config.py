@@ -12,6 +12,7 @@ __all__ = [
     "BATCH_ROW_FAULT_KINDS",
     "DIALECTS",
     "FAULT_KINDS",
+    "UPSTREAM_429_HEADERS",
     "Dialect",
     "SimConfig",
     "normalize_kind",
@@ -44,6 +45,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "moderation403",
     "auth401",
 )
+
+# How the "429" fault (OpenRouter's upstream 429) carries its limits, the styles OpenRouter sends:
+# Retry-After alone; plus X-RateLimit-Limit/-Remaining: 0/-Reset (epoch ms) copied into the
+# headers; the same values in error.metadata.headers; or "mix", the three in turn.
+UPSTREAM_429_HEADERS: tuple[str, ...] = ("retry-after", "ratelimit", "metadata", "mix")
 
 # Spellings people reach for first; normalised so a spec or a marker does not fail on a dash.
 _ALIASES = {
@@ -148,6 +154,7 @@ class SimConfig:
     rate_window_s: float = 60.0
     faults: Mapping[str, float] = field(default_factory=dict)
     retry_after_s: float = 1.0
+    upstream_429_headers: str = "retry-after"  # one of UPSTREAM_429_HEADERS
     rate_retry_after: bool = True
     api_keys: frozenset[str] | None = None
     credits_usd: float | None = None
@@ -184,6 +191,11 @@ class SimConfig:
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both (PEM files) or neither")
+        if self.upstream_429_headers not in UPSTREAM_429_HEADERS:
+            raise ValueError(
+                f"upstream_429_headers must be one of {', '.join(UPSTREAM_429_HEADERS)}, "
+                f"not {self.upstream_429_headers!r}"
+            )
         if self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {self.dialect!r}")
         for name in ("latency_s", "latency_jitter_s", "retry_after_s", "hang_s"):

@@ -41,6 +41,7 @@ from .replies import (
 from .routing import provider_slug, route
 from .wire import (
     ErrorReply,
+    UpstreamHeaderStyles,
     credits_reply,
     error_reply,
     fault_reply,
@@ -85,6 +86,7 @@ class SimHandlers:
         self.ledger = ledger if ledger is not None else Ledger()
         self.window = RateWindow(config.rpm, config.tpm, config.rate_window_s)
         self.picker = FaultPicker(config.faults, config.seed)
+        self.upstream_styles = UpstreamHeaderStyles(config.upstream_429_headers)
         self._latency_rng = random.Random(config.seed + 1)
         self._dialect = config.dialect
         self.received = self.ledger.received
@@ -381,7 +383,10 @@ class SimHandlers:
         if fault is not None and fault not in _IN_GENERATION:
             await self._delay()
             flagged = next((t for t in reversed(texts) if t), "")
-            answer = fault_reply(fault, self._dialect, model, self.config.retry_after_s, flagged)
+            style = self.upstream_styles.next() if fault == "429" else "retry-after"
+            answer = fault_reply(
+                fault, self._dialect, model, self.config.retry_after_s, flagged, header_style=style
+            )
             if answer is not None:
                 return self._reject(answer)
 
@@ -673,6 +678,7 @@ class SimHandlers:
         self.ledger.reset()
         self.window.reset()
         self.picker.reset()
+        self.upstream_styles.reset()
         return web.Response(body=b'{"ok":true}', content_type=_JSON)
 
 

@@ -92,7 +92,7 @@ class SimProcess:
             return ""
         with contextlib.suppress(ValueError, OSError):
             self._stderr.seek(0)
-            return self._stderr.read().strip()[-2000:]
+            return str(self._stderr.read()).strip()[-2000:]
         return ""
 
     @property

@@ -274,7 +274,7 @@ def _reasoning_budget(body: Mapping[str, Any]) -> int:
         if reasoning.get("enabled") is False or reasoning.get("effort") == "none":
             return 0
         if isinstance(reasoning.get("max_tokens"), int):
-            return max(0, min(reasoning["max_tokens"], 256))
+            return max(0, min(int(reasoning["max_tokens"]), 256))
         return _REASONING_TOKENS.get(str(reasoning.get("effort", "medium")), 48)
     if isinstance(effort, str) and effort != "none":
         return _REASONING_TOKENS.get(effort, 48)
@@ -289,7 +289,8 @@ def _pick_tool(tools: Sequence[Any], choice: Any) -> Mapping[str, Any] | None:
         wanted = (choice.get("function") or {}).get("name")
         for fn in fns:
             if fn.get("name") == wanted:
-                return fn
+                found: Mapping[str, Any] = fn
+                return found
     return fns[0] if fns else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from .catalog import Model
 __all__ = [
     "USER_ID",
     "ErrorReply",
+    "UpstreamHeaderStyles",
     "credits_reply",
     "error_reply",
     "fault_reply",
@@ -130,10 +132,53 @@ def _raw(status: int, message: str) -> str:
     return orjson.dumps({"error": {"code": status, "message": message}}).decode()
 
 
+class UpstreamHeaderStyles:
+    """The header style of each upstream 429 in turn: one fixed style, or ``mix``'s three rotating."""
+
+    _ROTATION = ("retry-after", "ratelimit", "metadata")
+
+    def __init__(self, mode: str) -> None:
+        self._mode = mode
+        self._count = 0
+
+    def next(self) -> str:
+        """The style of the next upstream 429."""
+        if self._mode != "mix":
+            return self._mode
+        style = self._ROTATION[self._count % len(self._ROTATION)]
+        self._count += 1
+        return style
+
+    def reset(self) -> None:
+        """Start the rotation again."""
+        self._count = 0
+
+
+def _upstream_limits(retry_after_s: float, now: float) -> dict[str, str]:
+    # The X-RateLimit-* values OpenRouter copies into an upstream 429: Remaining is 0 and Reset
+    # is epoch milliseconds (wire §2), though they say nothing about the client's own rate.
+    return {
+        "X-RateLimit-Limit": "1000",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(math.ceil((now + retry_after_s) * 1000)),
+    }
+
+
 def fault_reply(
-    kind: str, dialect: str, model: Model, retry_after_s: float, flagged: str
+    kind: str,
+    dialect: str,
+    model: Model,
+    retry_after_s: float,
+    flagged: str,
+    *,
+    header_style: str = "retry-after",
+    now: float | None = None,
 ) -> ErrorReply | None:
-    """Return the answer for a fault that replaces generation, or None for in-generation faults."""
+    """Return the answer for a fault that replaces generation, or None for in-generation faults.
+
+    ``header_style`` is how the "429" fault carries its limits (config.UPSTREAM_429_HEADERS,
+    not ``mix``); ``now`` is the wall clock for its reset time (default: ``time.time()``).
+    """
     ra = {"Retry-After": format_retry_after(retry_after_s)}
     provider = model.provider
     meta: dict[str, Any]
@@ -148,7 +193,14 @@ def fault_reply(
             "limit_source": "upstream_provider_shared_pool",
             "remedy_hint": "retry_after_delay",
         }
-        return error_reply(dialect, 429, msg, meta, headers=ra)
+        headers = dict(ra)
+        if header_style in ("ratelimit", "metadata"):
+            limits = _upstream_limits(retry_after_s, time.time() if now is None else now)
+            if header_style == "ratelimit":
+                headers.update(limits)
+            else:
+                meta["headers"] = {**ra, **limits}
+        return error_reply(dialect, 429, msg, meta, headers=headers)
     if kind == "500":
         return error_reply(dialect, 500, "Internal Server Error")
     if kind == "502":
