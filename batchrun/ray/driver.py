@@ -28,6 +28,7 @@ from batchrun.engine.tasks import TaskGroup
 from batchrun.engine.writer import Writer
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Finished, Notice
+from batchrun.fdlimit import fit_open_files
 from batchrun.inputs import iter_lines, open_input
 from batchrun.limits import AdaptiveLimits
 from batchrun.ray.cluster import connect, import_ray
@@ -298,11 +299,16 @@ class RayDriver(Runner):
 
     async def run(self) -> RunResult:
         config = self.config
+        files = fit_open_files(config.concurrency)  # the driver's own connections: prices, /key
+        if files.notice:
+            self._emit(Notice(files.notice, important=True))
         async with contextlib.AsyncExitStack() as stack:
-            pre = await preflight(config, stack, api_key=self._api_key, emit=self._emit)
+            pre = await preflight(
+                config, stack, api_key=self._api_key, emit=self._emit, connections=files.connections
+            )
             on_disk = _manifest_on_disk(pre)
             shards = ShardSet(config, pre, stack, on_disk=on_disk, api_key=self._shard_key())
-            pre.manifest["sharding"] = manifest_entry(shards.count)  # kept by the write at the end
+            pre.manifest["sharding"] = manifest_entry(shards.count)  # kept by every later write
             pre.ledger.write_manifest({**on_disk, **pre.manifest})
             pre.plan = replace(pre.plan, text=f"{pre.plan.text} | {shards.describe()}")
             self._emit(pre.plan)
@@ -321,10 +327,8 @@ class RayDriver(Runner):
             finally:
                 summary.close()
             still_failing = pre.ledger.compact_errors(pre.state.done_ids)
-            if pipeline.unavailable:
-                pre.ledger.write_manifest(
-                    {**pre.manifest, "unavailable_models": sorted(pipeline.unavailable)}
-                )
+            pre.ledger.record_run(pre.manifest, pre.state, wall_s=summary.wall_s or 0.0, mode="ray",
+                                  unavailable=pipeline.unavailable)
         return self._result(pre, pipeline, still_failing)
 
 

@@ -28,6 +28,7 @@ from batchrun.engine.tasks import TaskGroup
 from batchrun.engine.writer import Writer, dumps_record
 from batchrun.errors import ErrorKind
 from batchrun.events import Event, Notice, Planned, Retrying
+from batchrun.fdlimit import fit_open_files
 from batchrun.ledger import ResumeState
 from batchrun.pricing import PriceBook
 from batchrun.ray.coordinator import Grant, Report
@@ -283,8 +284,9 @@ class Shard:
             self._loop = asyncio.get_running_loop()
             self._inbox = asyncio.Queue()
             client = LeaseClient(lease, budget=config.max_cost_usd is not None)
+            connections = fit_open_files(config.concurrency).connections  # a worker's own fd limit
             async with Transport(
-                config.base_url, api_key, connections=config.concurrency, timeout_s=config.timeout_s,
+                config.base_url, api_key, connections=connections, timeout_s=config.timeout_s,
                 headers=config.headers, stream_idle_s=config.stream_idle_s, env_proxy=env_proxy,
             ) as transport:
                 pre = Preflight(
