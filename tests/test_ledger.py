@@ -131,7 +131,7 @@ def test_resume_scan_of_a_new_output_is_empty(out: Path) -> None:
     assert (state.done_ids, state.failed, state.corrupt_lines, state.repaired_bytes) == (set(), {}, 0, 0)
     assert out.exists() and errors_path(out).exists()
     assert orjson.loads(out.with_name("out.manifest.json").read_bytes()) == {
-        **manifest(), "unavailable_models": []
+        **manifest(), "unavailable_models": [], "runs": []
     }
 
 
@@ -254,7 +254,7 @@ def test_force_overrides_a_mismatch_and_adopts_the_new_manifest(out: Path) -> No
     new = manifest(model="openai/gpt-4o-mini")
     ledger, _ = open_ledger(out, new, force=True)
     ledger.close()
-    assert orjson.loads(out.with_name("out.manifest.json").read_bytes()) == {**new, "unavailable_models": []}
+    assert orjson.loads(out.with_name("out.manifest.json").read_bytes()) == {**new, "unavailable_models": [], "runs": []}
     ledger, _ = open_ledger(out, new)  # and now resumes without --force
     ledger.close()
 
@@ -274,7 +274,7 @@ def test_a_model_marked_unavailable_may_be_replaced_without_force(out: Path) -> 
     ledger.close()
     assert state.unavailable_models == ["google/gemini-2.0-flash-lite-001"]
     assert orjson.loads(out.with_name("out.manifest.json").read_bytes()) == {
-        **new, "unavailable_models": ["google/gemini-2.0-flash-lite-001"]
+        **new, "unavailable_models": ["google/gemini-2.0-flash-lite-001"], "runs": []
     }
 
 

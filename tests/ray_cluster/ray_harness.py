@@ -6,10 +6,10 @@ Two ``ray start --block`` processes (a head and a second node, one CPU each, cus
 that another cluster on this machine is never joined nor disturbed. Teardown stops only these
 processes (their groups, then any process that names this cluster's temp dir), never ``ray stop``.
 
-These tests run only when named (``python -m pytest tests/ray``): the main suite skips them, and
-without Ray installed every test here is skipped by ``pytest.importorskip``. This folder has no
-conftest.py and no __init__.py on purpose: either would make ``tests/ray`` shadow the real
-``ray`` package, or the suite's own ``conftest`` module, for every test.
+These tests run only when named (``python -m pytest tests/ray_cluster``): the main suite skips
+them, and without Ray installed every test here is skipped by ``pytest.importorskip``. The folder
+is not named ``ray`` (a folder of that name on the path stands in for the real package, for mypy
+and for imports), and has no conftest.py, which would shadow the suite's own ``conftest`` module.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def require_ray(config: pytest.Config) -> None:
     named = any(Path(str(arg).split("::")[0]).resolve().is_relative_to(_HERE.resolve())
                 for arg in config.args if not str(arg).startswith("-"))
     if not named:
-        pytest.skip("Ray tests run on their own: python -m pytest tests/ray")
+        pytest.skip("Ray tests run on their own: python -m pytest tests/ray_cluster")
 
 
 def _free_ports(count: int) -> list[int]:
