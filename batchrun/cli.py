@@ -146,37 +146,83 @@ class _Display:
 @app.command()
 def run(
     target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv, .tsv)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Results file [default: <input>.results.jsonl beside the input]."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none [default: google/gemini-2.0-flash-lite-001]."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."),
-    sim: bool = typer.Option(False, "--sim", help="Run against the built-in OpenRouter simulator on loopback (no key, no cost)."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the key [default: OPENROUTER_API_KEY, sent to OpenRouter only]."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Results file [default: <input>.results.jsonl beside the input]."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Model for lines that name none [default: google/gemini-2.0-flash-lite-001]."
+    ),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="OpenAI-compatible endpoint [default: https://openrouter.ai/api/v1]."
+    ),
+    sim: bool = typer.Option(
+        False, "--sim", help="Run against the built-in OpenRouter simulator on loopback (no key, no cost)."
+    ),
+    api_key_env: Optional[str] = typer.Option(
+        None, "--api-key-env",
+        help="Environment variable holding the key [default: OPENROUTER_API_KEY, sent to OpenRouter only]."
+    ),
     rpm: Optional[float] = typer.Option(None, "--rpm", help=_RPM_HELP),
     tpm: Optional[float] = typer.Option(None, "--tpm", help=_TPM_HELP),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
-    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help=f"Attempts per line, the first included [default: {DEFAULT_MAX_ATTEMPTS}]."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT_S:g}]."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop before spending more than this many USD (needs max_tokens)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Run only the first N lines (a trial before the whole job)."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also retry lines that failed for good (invalid_request, content_filtered, invalid_output)."),
-    force: bool = typer.Option(False, "--force", help="Resume into an output made with another input, model or parameters."),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."
+    ),
+    max_attempts: Optional[int] = typer.Option(
+        None, "--max-attempts", help=f"Attempts per line, the first included [default: {DEFAULT_MAX_ATTEMPTS}]."
+    ),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT_S:g}]."
+    ),
+    max_cost: Optional[float] = typer.Option(
+        None, "--max-cost", help="Stop before spending more than this many USD (needs max_tokens)."
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", help="Run only the first N lines (a trial before the whole job)."
+    ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed",
+        help="Also retry lines that failed for good (invalid_request, content_filtered, invalid_output)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Resume into an output made with another input, model or parameters."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or periodic log lines."),
-    param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."),
-    log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."),
-    keep_fields: Optional[str] = typer.Option(None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="sync (one request at a time) or batch (the provider's Batch API: about half price, minutes to hours) [default: sync]."),
-    poll_interval: Optional[float] = typer.Option(None, "--poll-interval", help="Batch mode: seconds between polls of an open batch, jittered [default: 60]."),
-    purge: bool = typer.Option(False, "--purge", help="Batch mode: delete each batch at the provider once its records are written."),
+    param: list[str] = typer.Option(
+        [], "-p", "--param", help="Request parameter key=value (JSON when it parses: -p temperature=0)."
+    ),
+    log: Optional[Path] = typer.Option(
+        None, "--log", help="Write one JSON line per attempt to this file (why each id failed or waited)."
+    ),
+    keep_fields: Optional[str] = typer.Option(
+        None, "--keep-fields", help="Comma-separated input fields to copy into each record's metadata."
+    ),
+    mode: Optional[str] = typer.Option(
+        None, "--mode",
+        help="sync (one request at a time) or batch (the provider's Batch API: about half price, minutes to hours) "
+             "[default: sync]."
+    ),
+    poll_interval: Optional[float] = typer.Option(
+        None, "--poll-interval", help="Batch mode: seconds between polls of an open batch, jittered [default: 60]."
+    ),
+    purge: bool = typer.Option(
+        False, "--purge", help="Batch mode: delete each batch at the provider once its records are written."
+    ),
     system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
     template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Spread the job over a Ray cluster: auto (RAY_ADDRESS, else a local one) or host:port / ray://... (needs batchrun[ray])."),
-    shards: Optional[int] = typer.Option(None, "--shards", help="Shards under --ray [default: the output's, else the cluster's CPUs]."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="auto|ADDRESS",
+        help="Spread the job over a Ray cluster: auto (RAY_ADDRESS, else a local one) or host:port / ray://... (needs "
+             "batchrun[ray])."
+    ),
+    shards: Optional[int] = typer.Option(
+        None, "--shards", help="Shards under --ray [default: the output's, else the cluster's CPUs]."
+    ),
 ) -> None:
     """Run a job: every input line becomes one request; results and errors are appended as they finish.
 
     Running the same job again resumes it. Exit codes: 0 all succeeded, 1 some lines failed,
-    2 usage or configuration error, 3 stopped early (auth, credits, model, budget, disk),
-    130 interrupted (143 on SIGTERM).
+    2 usage or configuration error, 3 stopped early with lines left unsent (auth, credits,
+    model, budget, network, disk), 130 interrupted (143 on SIGTERM).
     """
     overrides: dict[str, Any] = {
         "output": output, "model": model, "base_url": "sim" if sim else base_url,
@@ -260,15 +306,25 @@ def status(
 def estimate(
     target: Path = typer.Argument(..., help="A job file (.toml) or an input file (.jsonl, .jsonl.gz, .csv)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for lines that name none."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="The server whose prices --fetch-prices asks for (as for run)."),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="The server whose prices --fetch-prices asks for (as for run)."
+    ),
     rpm: Optional[float] = typer.Option(None, "--rpm", help=_RPM_HELP),
     tpm: Optional[float] = typer.Option(None, "--tpm", help=_TPM_HELP),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", "-c", help=f"Requests in flight at most [default: {DEFAULT_CONCURRENCY}]."
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N lines, as run --limit would."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The run's results file (ids it already has are not counted)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="The run's results file (ids it already has are not counted)."
+    ),
     param: list[str] = typer.Option([], "-p", "--param", help="Request parameter key=value, as for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
-    fetch_prices: bool = typer.Option(False, "--fetch-prices", help="Ask the server's GET /models for prices now (the one network call); otherwise the list the last run cached is used."),
+    fetch_prices: bool = typer.Option(
+        False, "--fetch-prices",
+        help="Ask the server's GET /models for prices now (the one network call); otherwise the list the last run "
+             "cached is used."
+    ),
     system: Optional[str] = typer.Option(None, "--system", help=_SYSTEM_HELP),
     template: Optional[str] = typer.Option(None, "--template", help=_TEMPLATE_HELP),
 ) -> None:
@@ -296,7 +352,9 @@ def estimate(
 @app.command()
 def report(
     output: Path = typer.Argument(..., help="The results file of a job."),
-    destination: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file to write [default: <stem>.report.html beside the results]."),
+    destination: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="HTML file to write [default: <stem>.report.html beside the results]."
+    ),
 ) -> None:
     """Write one self-contained HTML report (inline SVG plots, no network needed to open it)."""
     from batchrun.report import write_report
@@ -325,10 +383,18 @@ def show(
 @app.command("export")
 def export_command(
     output: Path = typer.Argument(..., help="The results file of a job."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv or jsonl [default: from -o's suffix, else csv]."),
-    input_order: bool = typer.Option(False, "--input-order", help="One row per input row, in input order (rows not run yet: status not_run)."),
-    destination: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write [default: <stem>.export.<format> beside the results]."),
-    input_path: Optional[Path] = typer.Option(None, "--input", help="The input file, if it moved since the run [default: the one in the manifest]."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help="csv or jsonl [default: from -o's suffix, else csv]."
+    ),
+    input_order: bool = typer.Option(
+        False, "--input-order", help="One row per input row, in input order (rows not run yet: status not_run)."
+    ),
+    destination: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="File to write [default: <stem>.export.<format> beside the results]."
+    ),
+    input_path: Optional[Path] = typer.Option(
+        None, "--input", help="The input file, if it moved since the run [default: the one in the manifest]."
+    ),
 ) -> None:
     """Write a labeled dataset: each input row's fields with its result's text (or parsed object), status, cost."""
     from batchrun.export import export
@@ -349,30 +415,82 @@ def sim_command(
     rpm: Optional[float] = typer.Option(None, "--rpm", help="Enforce this many requests per window (429 above)."),
     tpm: Optional[float] = typer.Option(None, "--tpm", help="Enforce this many tokens per window."),
     rate_window: float = typer.Option(60.0, "--rate-window", help="Length of the rate window in seconds."),
-    fault: list[str] = typer.Option([], "--fault", help="Inject a fault at a rate, e.g. --fault 429=0.02 --fault 500=0.01."),
+    fault: list[str] = typer.Option(
+        [], "--fault", help="Inject a fault at a rate, e.g. --fault 429=0.02 --fault 500=0.01."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for latency jitter and faults."),
     retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected faults."),
-    upstream_429_headers: str = typer.Option("retry-after", "--upstream-429-headers", help="How the 429 fault (an upstream provider's, as OpenRouter relays it) carries X-RateLimit-*: retry-after (not at all), ratelimit (in the headers), metadata (in error.metadata.headers) or mix (the three in turn)."),
+    upstream_429_headers: str = typer.Option(
+        "retry-after", "--upstream-429-headers",
+        help="How the 429 fault (an upstream provider's, as OpenRouter relays it) carries X-RateLimit-*: retry-after "
+             "(not at all), ratelimit (in the headers), metadata (in error.metadata.headers) or mix (the three in "
+             "turn)."
+    ),
     credits: Optional[float] = typer.Option(None, "--credits", help="USD of credits; 402 once spent."),
     api_key: list[str] = typer.Option([], "--api-key", help="Accept only these keys (default: any)."),
-    dialect: str = typer.Option("openrouter", "--dialect", help="openrouter (/api/v1, usage.cost, /key), openai (/v1, no cost, unknown fields refused) or plain (/v1, no cost, no key: llama.cpp, vLLM, Ollama)."),
-    no_cost: bool = typer.Option(False, "--no-cost", help="Send usage.cost as null (OpenRouter allows it): clients price tokens themselves."),
-    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."),
+    dialect: str = typer.Option(
+        "openrouter", "--dialect",
+        help="openrouter (/api/v1, usage.cost, /key), openai (/v1, no cost, unknown fields refused) or plain (/v1, no "
+             "cost, no key: llama.cpp, vLLM, Ollama)."
+    ),
+    no_cost: bool = typer.Option(
+        False, "--no-cost", help="Send usage.cost as null (OpenRouter allows it): clients price tokens themselves."
+    ),
+    tls_cert: Optional[Path] = typer.Option(
+        None, "--tls-cert", metavar="FILE",
+        help="PEM certificate (chain): serve HTTPS instead of HTTP (needs --tls-key)."
+    ),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
-    no_batch_api: bool = typer.Option(False, "--no-batch-api", help="Serve no /batches routes (a server without a Batch API)."),
-    batch_validating: float = typer.Option(0.5, "--batch-validating", metavar="S", help="Batch API: seconds a new batch stays validating (then the second-stage checks run)."),
-    batch_processing: float = typer.Option(3.0, "--batch-processing", metavar="S", help="Batch API: seconds from create to completed."),
-    batch_visibility: float = typer.Option(1.0, "--batch-visibility", metavar="S", help="Batch API: seconds a new batch answers 404 on GET and is missing from lists."),
-    batch_first_visibility: Optional[float] = typer.Option(None, "--batch-first-visibility", metavar="S", help="Batch API: the first batch's own visibility lag (crash-recovery demos)."),
-    batch_list_cache: float = typer.Option(10.0, "--batch-list-cache", metavar="S", help="Batch API: seconds a list answer is cached per query string."),
-    batch_expiry: Optional[float] = typer.Option(None, "--batch-expiry", metavar="S", help="Batch API: rows not run this long after create expire (default 24 h, 96 h on Google)."),
-    batch_cancel: float = typer.Option(0.5, "--batch-cancel", metavar="S", help="OpenAI batches: seconds cancelling lasts."),
-    batch_row_fault: list[str] = typer.Option([], "--batch-row-fault", metavar="KIND=RATE", help="Fail batch rows at a rate: 429, 500, timeout (row error) or 400 (response.status_code)."),
-    batch_fault: list[str] = typer.Option([], "--batch-fault", metavar="KIND=RATE", help="Faults of the batch routes: 429 (Retry-After), 500, drop (done, reply lost)."),
-    batch_lost_replies: int = typer.Option(0, "--batch-lost-replies", metavar="N", help="The first N batch creates persist their batch but drop the reply."),
-    batch_max_requests: Optional[int] = typer.Option(None, "--batch-max-requests", metavar="N", help="Requests per batch (default 5,000 OpenRouter, 50,000 OpenAI); 413 above."),
-    batch_max_bytes: int = typer.Option(200_000_000, "--batch-max-bytes", metavar="N", help="Bytes per batch create or file; 413 above."),
-    batch_token_limit: Optional[int] = typer.Option(None, "--batch-token-limit", metavar="N", help="OpenAI batches: enqueued prompt tokens per model before token_limit_exceeded."),
+    no_batch_api: bool = typer.Option(
+        False, "--no-batch-api", help="Serve no /batches routes (a server without a Batch API)."
+    ),
+    batch_validating: float = typer.Option(
+        0.5, "--batch-validating", metavar="S",
+        help="Batch API: seconds a new batch stays validating (then the second-stage checks run)."
+    ),
+    batch_processing: float = typer.Option(
+        3.0, "--batch-processing", metavar="S", help="Batch API: seconds from create to completed."
+    ),
+    batch_visibility: float = typer.Option(
+        1.0, "--batch-visibility", metavar="S",
+        help="Batch API: seconds a new batch answers 404 on GET and is missing from lists."
+    ),
+    batch_first_visibility: Optional[float] = typer.Option(
+        None, "--batch-first-visibility", metavar="S",
+        help="Batch API: the first batch's own visibility lag (crash-recovery demos)."
+    ),
+    batch_list_cache: float = typer.Option(
+        10.0, "--batch-list-cache", metavar="S", help="Batch API: seconds a list answer is cached per query string."
+    ),
+    batch_expiry: Optional[float] = typer.Option(
+        None, "--batch-expiry", metavar="S",
+        help="Batch API: rows not run this long after create expire (default 24 h, 96 h on Google)."
+    ),
+    batch_cancel: float = typer.Option(
+        0.5, "--batch-cancel", metavar="S", help="OpenAI batches: seconds cancelling lasts."
+    ),
+    batch_row_fault: list[str] = typer.Option(
+        [], "--batch-row-fault", metavar="KIND=RATE",
+        help="Fail batch rows at a rate: 429, 500, timeout (row error) or 400 (response.status_code)."
+    ),
+    batch_fault: list[str] = typer.Option(
+        [], "--batch-fault", metavar="KIND=RATE",
+        help="Faults of the batch routes: 429 (Retry-After), 500, drop (done, reply lost)."
+    ),
+    batch_lost_replies: int = typer.Option(
+        0, "--batch-lost-replies", metavar="N", help="The first N batch creates persist their batch but drop the reply."
+    ),
+    batch_max_requests: Optional[int] = typer.Option(
+        None, "--batch-max-requests", metavar="N",
+        help="Requests per batch (default 5,000 OpenRouter, 50,000 OpenAI); 413 above."
+    ),
+    batch_max_bytes: int = typer.Option(
+        200_000_000, "--batch-max-bytes", metavar="N", help="Bytes per batch create or file; 413 above."
+    ),
+    batch_token_limit: Optional[int] = typer.Option(
+        None, "--batch-token-limit", metavar="N",
+        help="OpenAI batches: enqueued prompt tokens per model before token_limit_exceeded."
+    ),
 ) -> None:
     """Serve the OpenRouter-faithful simulator on loopback (for demos and tests), Batch APIs included."""
     from batchrun.sim import SimConfig
@@ -429,7 +547,8 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except UsageError as exc:
-        hint = f" (see: batchrun {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.info_name != "batchrun" else " (see: batchrun --help)"
+        name = exc.ctx.info_name if exc.ctx and exc.ctx.info_name != "batchrun" else None
+        hint = f" (see: batchrun {name} --help)" if name else " (see: batchrun --help)"
         _say(f"batchrun: error: {exc.format_message()}{hint}")
         sys.exit(2)
     except typer.Abort:

@@ -133,7 +133,9 @@ class JobConfig:
             if problem:
                 raise ConfigError(f"schema is not a valid JSON Schema: {problem}")
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
-            raise ConfigError(f"ray must be \"auto\" or a cluster address (host:port, ray://...), got {self.ray_address!r}")
+            raise ConfigError(
+                f"ray must be \"auto\" or a cluster address (host:port, ray://...), got {self.ray_address!r}"
+            )
         if self.shards is not None:
             _positive_int("shards", self.shards)
             if self.ray_address is None:

@@ -29,6 +29,12 @@ import orjson
 
 from batchrun.batch import batch_api
 from batchrun.config import JobConfig, api_key_from_env, output_paths
+from batchrun.engine.budget import (
+    ASSUMED_UNBOUNDED_OUTPUT,
+    EXPECTED_OUTPUT_SHARE,
+    INPUT_ERROR,
+    estimate_cost,
+)
 from batchrun.engine.preflight import parser_for
 from batchrun.errors import ConfigError
 from batchrun.inputs import iter_lines, open_input
@@ -48,9 +54,6 @@ __all__ = [
     "price_book",
 ]
 
-INPUT_ERROR = 0.20  # how far the 4-characters-per-token rule can be off, either way
-EXPECTED_OUTPUT_SHARE = 0.5  # of max_tokens, for the expected cost
-ASSUMED_UNBOUNDED_OUTPUT = 256  # output tokens expected of a request with no max_tokens
 ASSUMED_LATENCY_S = 1.0  # per request, for the duration at a concurrency cap
 _MAX_REASONS = 1000  # distinct invalid-line messages counted; the most common is printed
 
@@ -247,7 +250,6 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
     done_ids, _ = result_ids(output_paths(config.output)["results"])
     result.already_done = len(done_ids)
     parser = parser_for(config, skip_ids=done_ids)
-    low_share, high_share = 1 - INPUT_ERROR, 1 + INPUT_ERROR
     half_of_sync = batch_api(config) == "openai"  # OpenAI documents its batch price: half
     with open_input(config.input) as stream:
         for number, raw in iter_lines(stream):
@@ -276,9 +278,6 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
                 result.unbounded += 1
             else:
                 result.output_tokens_worst += max_tokens
-            expected_output = (
-                ASSUMED_UNBOUNDED_OUTPUT if max_tokens is None else EXPECTED_OUTPUT_SHARE * max_tokens
-            )
             batch_price = prices.batch_price(item.model, half_of_sync=half_of_sync)
             if item.model not in result.batch_price_sources:
                 result.batch_price_sources[item.model] = prices.batch_source(
@@ -286,19 +285,20 @@ def estimate(config: JobConfig, prices: PriceBook | None = None) -> Estimate:
             if batch_price is None:
                 result.batch_unpriced[item.model] += 1
             else:
-                result.batch_low += low_share * prompt * batch_price.prompt
-                result.batch_expected += prompt * batch_price.prompt + expected_output * batch_price.completion
-                if max_tokens is not None:
-                    result.batch_worst += high_share * prompt * batch_price.prompt \
-                        + max_tokens * batch_price.completion
+                batch = estimate_cost(prompt, max_tokens, batch_price, unbounded_output=ASSUMED_UNBOUNDED_OUTPUT)
+                result.batch_low += batch.low
+                result.batch_expected += batch.expected
+                if max_tokens is not None:  # the worst case is a ceiling only where max_tokens is known
+                    result.batch_worst += batch.high
             price = prices.get(item.model)
             if price is None:
                 result.unpriced[item.model] += 1
                 continue
-            result.cost_low += low_share * prompt * price.prompt
-            result.cost_expected += prompt * price.prompt + expected_output * price.completion
+            cost = estimate_cost(prompt, max_tokens, price, unbounded_output=ASSUMED_UNBOUNDED_OUTPUT)
+            result.cost_low += cost.low
+            result.cost_expected += cost.expected
             if max_tokens is not None:
-                result.cost_worst += high_share * prompt * price.prompt + max_tokens * price.completion
+                result.cost_worst += cost.high
     return result
 
 

@@ -16,21 +16,15 @@ import orjson
 
 from batchrun.config import output_paths
 from batchrun.engine.preflight import parser_for_manifest
-from batchrun.errors import BatchrunError, ConfigError
+from batchrun.errors import ConfigError, IdNotFound
 from batchrun.inputs import iter_lines, open_input
 from batchrun.ledger import read_manifest, read_records
 from batchrun.records import InvalidLine
 from batchrun.status import check_results_file
 
-__all__ = ["IdNotFound", "Shown", "find_request", "show"]
+__all__ = ["Shown", "find_request", "show"]
 
 _LINE_ID = re.compile(r"line-(\d+)")
-
-
-class IdNotFound(BatchrunError):
-    """The id has no record in the output."""
-
-    exit_code = 1
 
 
 @dataclass

@@ -100,7 +100,9 @@ def start_cli(*args: str | Path, output: bool = True) -> subprocess.Popen[str]:
     return subprocess.Popen(batchrun_cmd(*args), env=cli_env(), stdout=pipe, stderr=pipe, text=True)
 
 
-def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         batchrun_cmd(*args), capture_output=True, text=True, timeout=timeout,
         env=env if env is not None else cli_env(),

@@ -2,7 +2,8 @@
 
 Both serve /v1/chat/completions and send no `usage.cost`, so batchrun prices replies from the job's
 [pricing] (its built-in table is OpenRouter's and OpenAI's, not a self-hosted server's); "plain"
-also takes no key, and the OpenRouter key in the environment is never sent to either. Checked on both sides: the simulator's request log and the records.
+also takes no key, and the OpenRouter key in the environment is never sent to either. Checked on
+both sides: the simulator's request log and the records.
 """
 
 from __future__ import annotations

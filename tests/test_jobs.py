@@ -80,5 +80,6 @@ def test_local_server_job_runs_keyless_and_is_priced_by_its_table(tmp_path: Path
         usage = record["usage"]
         assert record["model"] == "gemma-3-270m"
         assert usage["cost_source"] == "price_table"
-        assert usage["cost_usd"] == usage["prompt_tokens"] * price.prompt + usage["completion_tokens"] * price.completion
+        expected = usage["prompt_tokens"] * price.prompt + usage["completion_tokens"] * price.completion
+        assert usage["cost_usd"] == expected
     assert {r.auth_scheme for r in sim.ledger.received.entries()} == {None}

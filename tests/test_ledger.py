@@ -254,7 +254,8 @@ def test_force_overrides_a_mismatch_and_adopts_the_new_manifest(out: Path) -> No
     new = manifest(model="openai/gpt-4o-mini")
     ledger, _ = open_ledger(out, new, force=True)
     ledger.close()
-    assert orjson.loads(out.with_name("out.manifest.json").read_bytes()) == {**new, "unavailable_models": [], "runs": []}
+    written = orjson.loads(out.with_name("out.manifest.json").read_bytes())
+    assert written == {**new, "unavailable_models": [], "runs": []}
     ledger, _ = open_ledger(out, new)  # and now resumes without --force
     ledger.close()
 

@@ -34,7 +34,8 @@ WITH_CLASSES = Price.per_million(1.0, 4.0, 0.25, cache_write=1.25, reasoning=8.0
     [
         # (prompt, completion, cache reads, cache writes, reasoning): reads and writes are inside
         # the prompt, reasoning inside the completion.
-        (WITH_CLASSES, (1000, 100, 200, 300, 40), (500 * 1.0 + 200 * 0.25 + 300 * 1.25 + 60 * 4.0 + 40 * 8.0) / 1e6 + 0.001),
+        (WITH_CLASSES, (1000, 100, 200, 300, 40),
+         (500 * 1.0 + 200 * 0.25 + 300 * 1.25 + 60 * 4.0 + 40 * 8.0) / 1e6 + 0.001),
         (WITH_CLASSES, (0, 0, 0, 0, 0), 0.001),  # the per-request fee is billed even for nothing
         (Price.per_million(1.0, 4.0), (1000, 100, 0, 300, 40), (1000 * 1.0 + 100 * 4.0) / 1e6),  # no own prices
         (WITH_CLASSES, (0, 10, 0, 0, 50), 10 * 8.0 / 1e6 + 0.001),  # more reasoning than completion: capped

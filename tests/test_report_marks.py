@@ -12,7 +12,9 @@ from batchrun.report import ReportData, _latency_chart
 # An 11 px bold label: at most ~7 px per character; a row of text needs 14 px not to touch the next.
 CHAR_W, ROW_H = 7.0, 14
 
-_LABEL = re.compile(r'<text x="([\d.]+)" y="(\d+)" text-anchor="(start|end)" style="fill:#243447[^>]*>(p\d\d [^<]*)</text>')
+_LABEL = re.compile(
+    r'<text x="([\d.]+)" y="(\d+)" text-anchor="(start|end)" style="fill:#243447[^>]*>(p\d\d [^<]*)</text>'
+)
 
 
 def labels(latencies: list[float]) -> list[tuple[float, float, int, str]]:

@@ -99,7 +99,8 @@ def assert_billed_as_ledger(sim: SimServer, record: dict[str, Any]) -> Any:
 def test_models_fallback_is_billed_at_the_model_that_served(tmp_path: Path, sim: SimServer) -> None:
     rows = [
         line("retired", model="google/gemini-1.5-flash", models=["google/gemini-1.5-flash", MINI], max_tokens=16),
-        line("unknown", model="nobody/no-such-model", models=["nobody/no-such-model", "anthropic/claude-3.5-haiku"], max_tokens=16),
+        line("unknown", model="nobody/no-such-model",
+             models=["nobody/no-such-model", "anthropic/claude-3.5-haiku"], max_tokens=16),
     ]
     job = make_job(tmp_path, sim, rows)
 
@@ -329,7 +330,8 @@ def test_a_line_wins_over_params_key_by_key_and_replaces_nested_values_whole(
 def test_cli_param_flags_sit_between_params_and_the_line(tmp_path: Path, sim: SimServer) -> None:
     own = line("own", temperature=0.9)
     inherits = line("inherits")
-    job = make_job(tmp_path, sim, [own, inherits], toml_table("params", {"temperature": 0.2, "seed": 7, "max_tokens": 16}))
+    params = toml_table("params", {"temperature": 0.2, "seed": 7, "max_tokens": 16})
+    job = make_job(tmp_path, sim, [own, inherits], params)
 
     done = run_cli("run", job, "--no-progress", "-p", "temperature=0.5", "-p", 'user="cli"')
 

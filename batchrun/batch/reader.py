@@ -16,8 +16,8 @@ import orjson
 from batchrun.batch.checks import batch_problem
 from batchrun.batch.plan import BatchItem, BatchLimits, Chunk, Splitter, group_key
 from batchrun.config import JobConfig
-from batchrun.engine.budget import estimate_cost
-from batchrun.engine.preflight import ASSUMED_UNBOUNDED_OUTPUT, parser_for
+from batchrun.engine.budget import ASSUMED_UNBOUNDED_OUTPUT, estimate_cost
+from batchrun.engine.preflight import parser_for
 from batchrun.errors import ErrorKind
 from batchrun.inputs import iter_lines, open_input
 from batchrun.pricing import Price

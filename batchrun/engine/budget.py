@@ -27,6 +27,7 @@ from batchrun.ledger import last_error_lines, read_records
 from batchrun.pricing import Price
 
 __all__ = [
+    "ASSUMED_UNBOUNDED_OUTPUT",
     "EXPECTED_OUTPUT_SHARE",
     "INPUT_ERROR",
     "NANO",
@@ -42,6 +43,7 @@ __all__ = [
 NANO = 1_000_000_000
 INPUT_ERROR = 0.20  # how far the 4-characters-per-token rule can be off, either way
 EXPECTED_OUTPUT_SHARE = 0.5  # of max_tokens, for the expected cost
+ASSUMED_UNBOUNDED_OUTPUT = 256  # output tokens expected of a request with no max_tokens
 
 
 def to_nano(usd: float) -> int:

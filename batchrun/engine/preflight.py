@@ -28,7 +28,7 @@ from batchrun.config import (
     api_key_from_env,
     output_paths,
 )
-from batchrun.engine.budget import Budget, billed_in_output, estimate_cost
+from batchrun.engine.budget import ASSUMED_UNBOUNDED_OUTPUT, Budget, billed_in_output, estimate_cost
 from batchrun.engine.redact import Redactor
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Notice, Planned
@@ -49,7 +49,6 @@ __all__ = [
 
 SIM_KEY = "sk-or-v1-batchrun-simulator"
 PLAN_SAMPLE_LINES = 1000  # lines parsed for the plan line's cost: exact for small jobs, fast for big
-ASSUMED_UNBOUNDED_OUTPUT = 256  # output tokens expected of a request with no max_tokens
 
 
 @dataclass

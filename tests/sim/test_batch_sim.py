@@ -235,13 +235,17 @@ IMAGE_B64 = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iV
 @pytest.mark.parametrize(
     ("bad", "model", "message"),
     [
-        (chat("x", stream=True), MODEL, "Batch request 'bad' sets stream: true. Batch requests do not support stream: true."),
-        (chat("x", max_tokens=0), MODEL, "Batch request 'bad' sets 'max_tokens' below 1; each batched request must allow at least 1 output token."),
+        (chat("x", stream=True), MODEL,
+         "Batch request 'bad' sets stream: true. Batch requests do not support stream: true."),
+        (chat("x", max_tokens=0), MODEL,
+         "Batch request 'bad' sets 'max_tokens' below 1; each batched request must allow at least 1 "
+         "output token."),
         ({"messages": []}, MODEL, "Batch request 'bad' has no messages"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text", "text": "see"}, IMAGE_B64]}]},
             MODEL,
-            "Batch request 'bad' contains unsupported 'image_url' content. Only public http(s) image URLs are supported in batch",
+            "Batch request 'bad' contains unsupported 'image_url' content. Only public http(s) image URLs "
+            "are supported in batch",
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA"}}]}]},
