@@ -20,12 +20,13 @@ from batchrun.errors import (
     OutputLocked,
     ResumeMismatch,
 )
-from batchrun.events import Event, EventHandler, Finished, Notice, Planned, Retrying
+from batchrun.events import BatchProgress, Event, EventHandler, Finished, Notice, Planned, Retrying
 from batchrun.export import ExportResult, export
 from batchrun.runner import RunResult
 from batchrun.summary import Summary
 
 __all__ = [
+    "BatchProgress",
     "BatchrunError",
     "ConfigError",
     "ErrorKind",

@@ -21,7 +21,7 @@ from batchrun.config import (
     load_config,
 )
 from batchrun.errors import BatchrunError, ConfigError
-from batchrun.events import Event, Finished, Notice, Planned, Retrying
+from batchrun.events import BatchProgress, Event, Finished, Notice, Planned, Retrying
 from batchrun.status import job_status
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
@@ -92,6 +92,7 @@ class _Display:
         self._bar: tqdm | None = None
         self._tokens = 0
         self._cost = 0.0
+        self._batches = ""  # batch mode: "batches 3 submitted, 2 running, 1 collected | "
         self._started = time.monotonic()
         self._failures = 0
         self._retries = 0
@@ -114,6 +115,12 @@ class _Display:
                 self._refresh()
         elif isinstance(event, Retrying):
             self._retries += 1
+        elif isinstance(event, BatchProgress):
+            self._batches = (f"batches {event.submitted} submitted, {event.running} running, "
+                             f"{event.collected} collected | ")
+            self._refresh()
+            if self._bar is not None:
+                self._bar.refresh()
         elif isinstance(event, Planned):
             self._started = time.monotonic()
             _say(f"batchrun: {event.text}")
@@ -128,7 +135,7 @@ class _Display:
                 _say(f"batchrun: {event.message}")
 
     def _refresh(self) -> None:
-        text = f"tok {self._tokens:,} ${self._cost:.4f} fail {self._failures} retry {self._retries}"
+        text = self._batches + f"tok {self._tokens:,} ${self._cost:.4f} fail {self._failures} retry {self._retries}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
         elif not self._quiet:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
-__all__ = ["Event", "EventHandler", "Finished", "Notice", "Planned", "Retrying"]
+__all__ = ["BatchProgress", "Event", "EventHandler", "Finished", "Notice", "Planned", "Retrying"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,5 +49,14 @@ class Notice:
     important: bool = False  # shown even without progress output (a stop, a quit)
 
 
-Event = Union[Planned, Finished, Retrying, Notice]
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """Batch mode: batches submitted (adopted ones included), still running, and collected."""
+
+    submitted: int
+    running: int
+    collected: int
+
+
+Event = Union[Planned, Finished, Retrying, Notice, BatchProgress]
 EventHandler = Callable[[Event], None]

@@ -224,7 +224,7 @@ class Ledger:
                 if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise OutputLocked(
                         f"another batchrun run (pid {holder}) is writing {self.paths['results']}; "
-                        "wait for it or choose another output with -o"
+                        "wait for it or choose another output (-o, output=)"
                     ) from exc
                 raise
         # The kernel drops a flock when its holder dies, so a killed run never leaves this stuck.
@@ -246,12 +246,14 @@ class Ledger:
             if differences:
                 raise ResumeMismatch(
                     f"{self.paths['results']} was made with a different {differences}; "
-                    "use --force to resume into it anyway, or -o for a new output"
+                    "use --force (force=True in the Python API) to resume into it anyway, or another "
+                    "output (-o, output=)"
                 )
         elif old is None and has_output and not force:
             raise ResumeMismatch(
                 f"{self.paths['results']} exists but has no manifest (not made by batchrun?); "
-                "use --force to resume into it, or -o for a new output"
+                "use --force (force=True in the Python API) to resume into it, or another output "
+                "(-o, output=)"
             )
         if old is None or force or old.get("model") != manifest.get("model"):
             self.write_manifest({**manifest, "unavailable_models": unavailable, "runs": past_runs})

@@ -151,7 +151,7 @@ class Runner:
                 # Lines were left unsent because their model is gone: a stop, resumable.
                 kind = ErrorKind.MODEL_UNAVAILABLE
                 message = (
-                    f"model {names} is not available: choose another with --model{suggest}; "
+                    f"model {names} is not available: choose another with --model (model=){suggest}; "
                     f"{summary.not_run:,} {_lines(summary.not_run)} were not sent and a rerun "
                     "sends them"
                 )
@@ -181,7 +181,7 @@ class Runner:
             self.summary.kept_failed
         if verdicts and not self.config.retry_failed:
             text += "; per-line verdicts (invalid_request, content_filtered, invalid_output) are " \
-                "retried only with --retry-failed"
+                "retried only with --retry-failed (retry_failed=True)"
         if sum(failed.values()) > sum(n for k, n in failed.items() if k in PER_LINE_VERDICTS):
             text += "; a rerun retries the others"
         return text

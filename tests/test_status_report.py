@@ -24,10 +24,10 @@ from conftest import (
 )
 
 from batchrun.config import output_paths
+from batchrun.errors import IdNotFound
 from batchrun.ledger import run_active
 from batchrun.report import collect, write_report
 from batchrun.runner import RunResult
-from batchrun.errors import IdNotFound
 from batchrun.show import show
 from batchrun.sim import SimConfig, SimServer
 from batchrun.status import job_status

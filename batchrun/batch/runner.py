@@ -41,7 +41,7 @@ from batchrun.engine.preflight import (
 from batchrun.engine.redact import Redactor
 from batchrun.engine.writer import Writer
 from batchrun.errors import ConfigError, ErrorKind, TransportFailure
-from batchrun.events import EventHandler, Finished, Notice, Planned
+from batchrun.events import BatchProgress, EventHandler, Finished, Notice, Planned
 from batchrun.idset import IdSet
 from batchrun.inputs import measure
 from batchrun.ledger import read_records
@@ -417,6 +417,7 @@ class BatchRunner:
                 self._open_batch(sub, info.status)
                 self._counts["submitted"] += 1
                 self._emit(Notice(f"batch {info.id} submitted: {len(items):,} requests for {chunk.model}"))
+                self._emit_progress()
                 return
             if reply.status == 429 and attempt < SEND_ATTEMPTS:
                 # A 429 answer means nothing was created (batch-wire Part C): the same POST again.
@@ -481,6 +482,10 @@ class BatchRunner:
         self._budget.settle(to_nano(sub.worst_usd), 0)
         return items
 
+    def _emit_progress(self) -> None:
+        counts = self._counts
+        self._emit(BatchProgress(counts["submitted"], len(self._open), counts["collected"]))
+
     def _visibility_wait(self) -> float:
         """How long a batch may stay invisible (404, missing from the list) after its submission."""
         wait = RECOVERY_POLLS * self.config.poll_interval_s
@@ -522,6 +527,7 @@ class BatchRunner:
                 self._counts["submitted"] += 1
                 self._emit(Notice(f"found batch {info.id} ({sub.count:,} requests for {sub.model}) "
                                   "made by a submission whose reply was lost: collecting it"))
+                self._emit_progress()
                 return
             if time.time() >= deadline:
                 items = self._end(sub, "abandoned", message="no matching batch within the visibility wait")
@@ -651,6 +657,7 @@ class BatchRunner:
         self._emit(Notice(f"batch {batch_id} collected: {info.status}, {len(settled.results):,} results, "
                           f"{len(settled.errors):,} errors, {len(settled.retry):,} to send again, "
                           f"{usd(cost)} billed"))
+        self._emit_progress()
         if self.config.purge:
             await self._purge(sub, info)
 

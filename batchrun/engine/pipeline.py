@@ -234,7 +234,7 @@ class Pipeline:
                 ErrorKind.BUDGET_EXCEEDED,
                 f"budget reached: {usd(budget.spent_usd())} of the job's ${self.config.max_cost_usd:g} "
                 f"spent (runs before included), and the next request could cost up to "
-                f"{usd(worst / 1e9)}; raise --max-cost and run again to resume",
+                f"{usd(worst / 1e9)}; raise --max-cost (max_cost_usd) and run again to resume",
             )
             self._leave_unfinished(item)
             return False
