@@ -335,7 +335,7 @@ def test_lock_held_by_another_process_and_freed_by_its_death(out: Path) -> None:
         with pytest.raises(OutputLocked) as caught:
             open_ledger(out)
         assert f"pid {holder.pid}" in str(caught.value)
-        assert "choose another output with -o" in str(caught.value)
+        assert "choose another output (-o, output=)" in str(caught.value)
     finally:
         holder.kill()  # SIGKILL: no cleanup runs in the holder
         holder.wait(10)
