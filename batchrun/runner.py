@@ -73,7 +73,13 @@ def runner_for(
 
 
 class Runner:
-    """Runs one sync job to the end (or to an early stop) and reports how it went."""
+    """Runs one sync job to the end (or to an early stop) and reports how it went.
+
+    A mode that runs the same job another way (``ray.driver.RayDriver``) overrides only
+    ``_pipeline_for``: everything before and after the pipeline is this one ``run``.
+    """
+
+    mode = "sync"
 
     def __init__(
         self,
@@ -106,16 +112,11 @@ class Runner:
             pre = await preflight(
                 config, stack, api_key=self._api_key, emit=self._emit, connections=files.connections
             )
-            self._emit(pre.plan)
             summary = self.summary
             summary.already_done = len(pre.state.done_ids)
             summary.kept_failed = pre.kept_failures()
-            limits = AdaptiveLimits(concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm)
-            limits.cap_concurrency(files.connections)
-            writer = Writer(pre.ledger, pre.redactor, summary)
-            pipeline = Pipeline(
-                pre, summary=summary, limits=limits, budget=pre.budget, writer=writer, emit=self._emit
-            )
+            pipeline = await self._pipeline_for(pre, stack, connections=files.connections)
+            self._emit(pre.plan)
             self._pipeline = pipeline
             if pre.refused is not None:
                 pipeline.stop(ErrorKind.AUTH_ERROR, pre.refused)
@@ -127,9 +128,21 @@ class Runner:
             finally:
                 summary.close()
             still_failing = pre.ledger.compact_errors(pre.state.done_ids)
-            pre.ledger.record_run(pre.manifest, pre.state, wall_s=summary.wall_s or 0.0, mode="sync",
-                                  unavailable=pipeline.unavailable)
+            pre.ledger.record_run(pre.manifest, pre.state, wall_s=summary.wall_s or 0.0,
+                                  mode=self.mode, unavailable=pipeline.unavailable)
         return self._result(pre, pipeline, still_failing)
+
+    async def _pipeline_for(
+        self, pre: Preflight, stack: contextlib.AsyncExitStack, *, connections: int
+    ) -> Pipeline:
+        """The pipeline of this mode (it may add to ``pre.plan``, which is shown after it)."""
+        config = pre.config
+        limits = AdaptiveLimits(concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm)
+        limits.cap_concurrency(connections)
+        writer = Writer(pre.ledger, pre.redactor, self.summary)
+        return Pipeline(
+            pre, summary=self.summary, limits=limits, budget=pre.budget, writer=writer, emit=self._emit
+        )
 
     def _result(self, pre: Preflight, pipeline: Pipeline, still_failing: int) -> RunResult:
         summary = self.summary

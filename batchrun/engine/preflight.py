@@ -316,9 +316,16 @@ def _sample_cost(
     pre: Preflight, lines: int
 ) -> tuple[float, float, str | None, bool, str, tuple[int, int, str] | None] | None:
     """(expected, high, a model without price, any line without max_tokens, price source, and
-    (invalid lines, lines read, the most common reason) when some of the sample is invalid)."""
+    (invalid lines, lines read, the most common reason) when some of the sample is invalid).
+
+    The first lines are priced whether done or not (a finished job's are all done, and skipping
+    them would read the whole input), and the sample is scaled to the lines still to do.
+    """
     config = pre.config
-    parser = parser_for(config, skip_ids=pre.skip_ids())
+    todo = max(lines - len(pre.state.done_ids) - pre.kept_failures(), 0)
+    if not todo:
+        return None
+    parser = parser_for(config)
     expected = high = 0.0
     read = requests = 0
     unbounded = False
@@ -331,7 +338,7 @@ def _sample_cost(
                 break
             item = parser.parse(raw, number)
             if item is None:
-                continue  # done already: not part of what is left
+                continue
             read += 1
             if isinstance(item, InvalidLine):
                 reasons[item.message] += 1
@@ -351,8 +358,7 @@ def _sample_cost(
         return None
     if not requests:
         return 0.0, 0.0, None, False, "no price", (read, read, reasons.most_common(1)[0][0])
-    todo = max(lines - len(pre.state.done_ids) - pre.kept_failures(), 0)
-    scale = todo / read if read < todo else 1.0
+    scale = todo / read
     source = ", ".join(sorted(s for s in sources if s)) or "no price"
     invalid = None
     if reasons:

@@ -23,12 +23,11 @@ from typing import Any
 from batchrun import __version__
 from batchrun.config import JobConfig, api_key_from_env
 from batchrun.engine.pipeline import Pipeline
-from batchrun.engine.preflight import SIM_KEY, Preflight, parser_for, preflight
+from batchrun.engine.preflight import SIM_KEY, Preflight, parser_for
 from batchrun.engine.tasks import TaskGroup
 from batchrun.engine.writer import Writer
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Finished, Notice
-from batchrun.fdlimit import fit_open_files
 from batchrun.inputs import iter_lines, open_input
 from batchrun.limits import AdaptiveLimits
 from batchrun.ray.cluster import connect, import_ray
@@ -36,7 +35,7 @@ from batchrun.ray.coordinator import Coordinator
 from batchrun.ray.shard import Shard
 from batchrun.ray.sharding import check_resume, manifest_entry, shard_of
 from batchrun.records import InvalidLine, Request
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import Runner
 from batchrun.summary import Summary
 
 __all__ = ["DriverPipeline", "RayDriver", "ShardSet"]
@@ -290,6 +289,8 @@ class DriverPipeline(Pipeline):
 class RayDriver(Runner):
     """Runs one job as shards on a Ray cluster, with one coordinator and one output."""
 
+    mode = "ray"
+
     def __init__(self, config: JobConfig, *, api_key: str | None = None,
                  on_event: EventHandler | None = None) -> None:
         if config.log_path is not None:
@@ -297,40 +298,16 @@ class RayDriver(Runner):
         import_ray(config.ray_address or "auto")  # no Ray: one line, before anything else
         super().__init__(config, api_key=api_key, on_event=on_event)
 
-    async def run(self) -> RunResult:
-        config = self.config
-        files = fit_open_files(config.concurrency)  # the driver's own connections: prices, /key
-        if files.notice:
-            self._emit(Notice(files.notice, important=True))
-        async with contextlib.AsyncExitStack() as stack:
-            pre = await preflight(
-                config, stack, api_key=self._api_key, emit=self._emit, connections=files.connections
-            )
-            on_disk = _manifest_on_disk(pre)
-            shards = ShardSet(config, pre, stack, on_disk=on_disk, api_key=self._shard_key())
-            pre.manifest["sharding"] = manifest_entry(shards.count)  # kept by every later write
-            pre.ledger.write_manifest({**on_disk, **pre.manifest})
-            pre.plan = replace(pre.plan, text=f"{pre.plan.text} | {shards.describe()}")
-            self._emit(pre.plan)
-            summary = self.summary
-            summary.already_done = len(pre.state.done_ids)
-            summary.kept_failed = pre.kept_failures()
-            pipeline = DriverPipeline(pre, shards, summary=summary, emit=self._emit)
-            self._pipeline = pipeline
-            if pre.refused is not None:
-                pipeline.stop(ErrorKind.AUTH_ERROR, pre.refused)
-            elif self._early_stop is not None:
-                pipeline.stop(*self._early_stop)
-            try:
-                if pipeline.stop_kind is None:
-                    await pipeline.run()
-            finally:
-                summary.close()
-            still_failing = pre.ledger.compact_errors(pre.state.done_ids)
-            pre.ledger.record_run(pre.manifest, pre.state, wall_s=summary.wall_s or 0.0, mode="ray",
-                                  unavailable=pipeline.unavailable)
-        return self._result(pre, pipeline, still_failing)
-
+    async def _pipeline_for(
+        self, pre: Preflight, stack: contextlib.AsyncExitStack, *, connections: int
+    ) -> Pipeline:
+        """Start the coordinator and the shards; the driver's pipeline feeds them and writes."""
+        on_disk = _manifest_on_disk(pre)
+        shards = ShardSet(self.config, pre, stack, on_disk=on_disk, api_key=self._shard_key())
+        pre.manifest["sharding"] = manifest_entry(shards.count)  # kept by every later write
+        pre.ledger.write_manifest({**on_disk, **pre.manifest})
+        pre.plan = replace(pre.plan, text=f"{pre.plan.text} | {shards.describe()}")
+        return DriverPipeline(pre, shards, summary=self.summary, emit=self._emit)
 
     def _shard_key(self) -> str | None:
         """The key the preflight used (it keeps only a redactor of it): the shards need it too."""
