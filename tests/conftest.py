@@ -17,7 +17,7 @@ import pytest
 
 from batchrun.config import JobConfig, load_config
 from batchrun.events import EventHandler
-from batchrun.runner import Runner, RunResult
+from batchrun.runner import RunResult, runner_for
 from batchrun.sim import SimConfig, SimServer
 
 
@@ -63,7 +63,7 @@ def run_job(
     The one way tests run a job without the CLI: no signal handlers, the default event loop.
     """
     config = job if isinstance(job, JobConfig) else load_config(job, {**(overrides or {}), **settings})
-    return asyncio.run(Runner(config, api_key=api_key, on_event=on_event).run())
+    return asyncio.run(runner_for(config, api_key=api_key, on_event=on_event).run())
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -83,3 +83,15 @@ def test_local_server_job_runs_keyless_and_is_priced_by_its_table(tmp_path: Path
         expected = usage["prompt_tokens"] * price.prompt + usage["completion_tokens"] * price.completion
         assert usage["cost_usd"] == expected
     assert {r.auth_scheme for r in sim.ledger.received.entries()} == {None}
+
+
+def test_summarize_articles_batch_runs_through_the_batch_api_at_half_price(tmp_path: Path) -> None:
+    job = JOBS / "summarize-articles-batch.toml"
+    assert load_config(job).mode == "batch" and load_config(job).purge
+    config = load_config(job, {"output": tmp_path / "out.jsonl", "base_url": "sim", "poll_interval_s": 0.2})
+    result = run_job(config, api_key=None)
+    assert result.exit_code == 0, result.message
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert len(records) == 200 and all(r["batch_id"] for r in records)
+    journal = read_jsonl(tmp_path / "out.batches.jsonl")
+    assert any(op["op"] == "purged" for op in journal), "purge = true deletes the batch once written"
