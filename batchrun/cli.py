@@ -181,7 +181,8 @@ def run(
         None, "--timeout", help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT_S:g}]."
     ),
     max_cost: Optional[float] = typer.Option(
-        None, "--max-cost", help="The job's budget in USD, earlier runs of this output included: never passed (needs max_tokens)."
+        None, "--max-cost",
+        help="The job's budget in USD, earlier runs of this output included: never passed (needs max_tokens).",
     ),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="Run only the first N lines (a trial before the whole job)."
