@@ -142,10 +142,14 @@ class Pipeline:
                 else:
                     if prior:
                         item.billed_usd = prior.get(item.custom_id, 0.0)
-                    self._outstanding += 1
-                    await self._queue.put(item)
+                    await self._accept(item)
         self._reader_done = True
         self._close_if_done()
+
+    async def _accept(self, item: Request) -> None:
+        """Hand one request read from the input to the workers (waits while the read-ahead is full)."""
+        self._outstanding += 1
+        await self._queue.put(item)
 
     def _finish_invalid(self, item: InvalidLine) -> None:
         record = error_record(
@@ -216,10 +220,8 @@ class Pipeline:
                 "got no answer); check the network, the proxy or --base-url, then run again to resume",
             )
 
-    def _reserve_budget(self, item: Request) -> bool:
-        budget = self._budget
-        if not budget.capped:
-            return True
+    def _worst_case(self, item: Request) -> int | None:
+        """The request's worst case in nano-dollars; None (the job stopped) when a price is unknown."""
         # Any model of the line's fallback list may serve it, so the dearest one is booked.
         models = (item.model, *item.models)
         prices = [self.pre.prices.get(model) for model in models]
@@ -227,8 +229,16 @@ class Pipeline:
             unknown = models[prices.index(None)]
             self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {unknown}, so --max-cost cannot be kept")
             self._leave_unfinished(item)
+            return None
+        return worst_case_bound(len(item.body), item.max_tokens or 0, [p for p in prices if p])
+
+    def _reserve_budget(self, item: Request) -> bool:
+        budget = self._budget
+        if not budget.capped:
+            return True
+        worst = self._worst_case(item)
+        if worst is None:
             return False
-        worst = worst_case_bound(len(item.body), item.max_tokens or 0, [p for p in prices if p])
         if not budget.try_reserve(worst):
             self.stop(
                 ErrorKind.BUDGET_EXCEEDED,

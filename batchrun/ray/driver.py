@@ -23,18 +23,17 @@ from typing import Any
 from batchrun import __version__
 from batchrun.config import JobConfig, api_key_from_env
 from batchrun.engine.pipeline import Pipeline
-from batchrun.engine.preflight import SIM_KEY, Preflight, parser_for
+from batchrun.engine.preflight import SIM_KEY, Preflight
 from batchrun.engine.tasks import TaskGroup
 from batchrun.engine.writer import Writer
 from batchrun.errors import ConfigError, ErrorKind
 from batchrun.events import EventHandler, Finished, Notice
-from batchrun.inputs import iter_lines, open_input
 from batchrun.limits import AdaptiveLimits
 from batchrun.ray.cluster import connect, import_ray
 from batchrun.ray.coordinator import Coordinator
 from batchrun.ray.shard import Shard
 from batchrun.ray.sharding import check_resume, manifest_entry, shard_of
-from batchrun.records import InvalidLine, Request
+from batchrun.records import Request
 from batchrun.runner import Runner
 from batchrun.summary import Summary
 
@@ -165,38 +164,19 @@ class DriverPipeline(Pipeline):
         return math.ceil(self.config.concurrency / max(self._running, 1))
 
     async def _reader(self) -> None:
-        """Read the input once; send each request to the shard its id hashes to."""
-        config = self.config
-        parser = parser_for(config, skip_ids=self.pre.skip_ids())
-        prior = self._prior_billed
-        count = self._shards.count
-        read = 0
-        with open_input(config.input) as stream:
-            for line, raw in iter_lines(stream):
-                if self.stop_kind is not None or (config.limit is not None and read >= config.limit):
-                    break
-                read += 1
-                if not read & 1023:
-                    await asyncio.sleep(0)
-                item = parser.parse(raw, line)
-                if item is None:
-                    continue
-                if isinstance(item, InvalidLine):
-                    self._finish_invalid(item)
-                elif item.model in self.unavailable:
-                    self.skipped_unavailable += 1
-                else:
-                    if prior:
-                        item.billed_usd = prior.get(item.custom_id, 0.0)
-                    index = shard_of(item.custom_id, count)
-                    buffer = self._buffers[index]
-                    buffer.append(item)
-                    while len(buffer) >= max(2 * self._share(), 64) and self.stop_kind is None:
-                        self._room[index].clear()
-                        await self._room[index].wait()
-        self._reader_done = True
+        """Read the input once (the engine's reader); ``_accept`` sends each request to its shard."""
+        await super()._reader()
         for event in self._room:
             event.set()
+
+    async def _accept(self, item: Request) -> None:
+        """Route a request to the shard its id hashes to; wait while that shard has enough queued."""
+        index = shard_of(item.custom_id, self._shards.count)
+        buffer = self._buffers[index]
+        buffer.append(item)
+        while len(buffer) >= max(2 * self._share(), 64) and self.stop_kind is None:
+            self._room[index].clear()
+            await self._room[index].wait()
 
     async def _drive(self, index: int) -> None:
         """Feed one shard, write what it finished, restart it when it dies; until it ends."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from batchrun import __version__
 from batchrun.config import JobConfig
-from batchrun.engine.budget import Budget, from_nano, worst_case_bound
+from batchrun.engine.budget import Budget, from_nano
 from batchrun.engine.pipeline import Pipeline
 from batchrun.engine.preflight import Preflight
 from batchrun.engine.redact import Redactor
@@ -217,14 +217,9 @@ class ShardPipeline(Pipeline):
 
     async def _book(self, item: Request) -> bool:
         """Book the request's worst case from the allowance before it waits for its turn."""
-        models = (item.model, *item.models)
-        prices = [self.pre.prices.get(model) for model in models]
-        if None in prices:
-            unknown = models[prices.index(None)]
-            self.stop(ErrorKind.BUDGET_EXCEEDED, f"no price known for {unknown}, so --max-cost cannot be kept")
-            self._leave_unfinished(item)
+        worst = self._worst_case(item)
+        if worst is None:
             return False
-        worst = worst_case_bound(len(item.body), item.max_tokens or 0, [p for p in prices if p])
         try:
             await self._client.book(worst)
         except BudgetOut:
