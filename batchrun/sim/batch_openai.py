@@ -306,7 +306,9 @@ class OpenAIBatches:
         self.received = received
         self._shuffle_seed = config.seed
 
-    def _gate(self, request: web.Request) -> web.Response | str | None:
+    def _gate(self, request: web.Request, body: bytes | None = None) -> web.Response | str | None:
+        """Log the request, check auth, then an injected route fault."""
+        self.received.add(request, body)
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         keys = self.config.api_keys
@@ -385,7 +387,6 @@ class OpenAIBatches:
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/files (multipart: file, purpose)."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -422,7 +423,6 @@ class OpenAIBatches:
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/files/{id}."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -432,7 +432,6 @@ class OpenAIBatches:
 
     async def file_content(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/files/{id}/content: the raw bytes."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -447,7 +446,6 @@ class OpenAIBatches:
 
     async def list_files(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/files?purpose=&order=&limit=&after=."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -485,7 +483,6 @@ class OpenAIBatches:
 
     async def delete_file(self, request: web.Request) -> web.StreamResponse:
         """DELETE /v1/files/{id}."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -503,8 +500,7 @@ class OpenAIBatches:
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/batches: 200 `validating` with total 0; the input is checked later."""
         raw = await request.read()
-        self.received.add(request, raw)
-        gate = self._gate(request)
+        gate = self._gate(request, raw)
         if isinstance(gate, web.Response):
             return gate
         now = self._tick()
@@ -599,7 +595,6 @@ class OpenAIBatches:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/batches/{id}."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -613,7 +608,6 @@ class OpenAIBatches:
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/batches/{id}/cancel: `cancelling`, then `cancelled` with partial results."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -629,7 +623,6 @@ class OpenAIBatches:
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/batches?after=&limit=: newest first."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate

@@ -303,8 +303,10 @@ class OpenRouterBatches:
         self.store = store
         self.received = received
 
-    def _gate(self, request: web.Request) -> web.Response | str | None:
-        """Auth, then an injected route fault: a response to send, "drop", or None to go on."""
+    def _gate(self, request: web.Request, body: bytes | None = None) -> web.Response | str | None:
+        """Log the request, check auth, then an injected route fault: a response to send, "drop",
+        or None to go on."""
+        self.received.add(request, body)
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not token:
@@ -314,13 +316,23 @@ class OpenRouterBatches:
             return error_response(401, "User not found.")
         fault = self.store.route_fault(request.headers.get("X-Sim-Fault"))
         if fault == "429":
-            retry = {"Retry-After": _seconds(self.config.retry_after_s)}
+            retry = {"Retry-After": format_retry_after(self.config.retry_after_s)}
             return error_response(
                 429, "Batch API rate limit exceeded for the billable entity.", retry
             )
         if fault == "500":
             return error_response(500, "Internal server error.")
         return fault
+
+    def _open_batch(self, request: web.Request) -> tuple[Batch, str | None] | web.Response:
+        """The gate, then the batch the path names, as it stands now (404 while it is invisible)."""
+        gate = self._gate(request)
+        if isinstance(gate, web.Response):
+            return gate
+        now = time.time()
+        self.store.advance(now)
+        found = self._visible(request, now)
+        return found if isinstance(found, web.Response) else (found, gate)
 
     def _visible(self, request: web.Request, now: float) -> Batch | web.Response:
         batch_id = request.match_info["batch_id"]
@@ -343,8 +355,7 @@ class OpenRouterBatches:
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /batches: the synchronous gates, then 202 `validating`."""
         raw = await request.read()
-        self.received.add(request, raw if len(raw) <= _BIG_BODY else None)
-        gate = self._gate(request)
+        gate = self._gate(request, raw if len(raw) <= _BIG_BODY else None)
         if isinstance(gate, web.Response):
             return gate
         now = time.time()
@@ -471,15 +482,10 @@ class OpenRouterBatches:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """GET /batches/{id}: the stored state; 402 while the finished batch is unpaid."""
-        self.received.add(request)
-        gate = self._gate(request)
-        if isinstance(gate, web.Response):
-            return gate
-        now = time.time()
-        self.store.advance(now)
-        found = self._visible(request, now)
-        if isinstance(found, web.Response):
-            return found
+        opened = self._open_batch(request)
+        if isinstance(opened, web.Response):
+            return opened
+        found, gate = opened
         if gate == "drop":
             return _close(request)
         if found.terminal and not found.paid:
@@ -488,15 +494,10 @@ class OpenRouterBatches:
 
     async def results(self, request: web.Request) -> web.StreamResponse:
         """GET /batches/{id}/results?limit=&cursor=: one stable page of a finished batch."""
-        self.received.add(request)
-        gate = self._gate(request)
-        if isinstance(gate, web.Response):
-            return gate
-        now = time.time()
-        self.store.advance(now)
-        found = self._visible(request, now)
-        if isinstance(found, web.Response):
-            return found
+        opened = self._open_batch(request)
+        if isinstance(opened, web.Response):
+            return opened
+        found, gate = opened
         raw_limit = request.query.get("limit", str(_RESULTS_PAGE))
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
             return error_response(400, "limit must be an integer from 1 through 1000.")
@@ -529,7 +530,6 @@ class OpenRouterBatches:
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         """GET /batches: newest first, `after` paging, filters; cached per query string."""
-        self.received.add(request)
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -599,15 +599,10 @@ class OpenRouterBatches:
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         """DELETE /batches/{id}: only a finished batch; GET and list answer 404 after."""
-        self.received.add(request)
-        gate = self._gate(request)
-        if isinstance(gate, web.Response):
-            return gate
-        now = time.time()
-        self.store.advance(now)
-        found = self._visible(request, now)
-        if isinstance(found, web.Response):
-            return found
+        opened = self._open_batch(request)
+        if isinstance(opened, web.Response):
+            return opened
+        found, gate = opened
         if found.status not in TERMINAL:
             return error_response(
                 409,
@@ -639,6 +634,3 @@ class OpenRouterBatches:
 def _list_status(batch: Batch) -> str:
     return "in_progress" if batch.status in ("finalizing", "cancelling") else batch.status
 
-
-def _seconds(value: float) -> str:
-    return format_retry_after(value)
